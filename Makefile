@@ -1,0 +1,45 @@
+# bmx7-wg: every entry point a developer, CI or a new user needs. Run as root.
+PYTHON_DEB := .venvs/debian/bin/python
+PYTHON_PYPI := .venvs/pypi/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: demo demo-clean test test-setup lint unit integration test-pypi test-vm deb test-deb clean
+
+## demo: two network namespaces, a real WireGuard tunnel set up by `bmx7-wg apply`, a ping, `bmx7-wg show`
+demo:
+	demo/demo.sh up
+
+demo-clean:
+	demo/demo.sh clean
+
+## test: install what the tests need, then run them all
+test: test-setup lint unit integration test-pypi
+	@echo "make test: all suites passed"
+
+test-setup:
+	scripts/setup-test-env
+
+lint: test-setup
+	.venvs/debian/bin/ruff check bmx7_wg tests
+	.venvs/debian/bin/mypy
+
+# Unit and namespace tests against Debian bookworm's libraries (what the .deb runs with).
+unit: test-setup
+	PYTHONPATH=$(CURDIR) $(PYTHON_DEB) -m pytest -q -p no:cacheprovider tests/unit $(PYTEST_ARGS)
+
+integration: test-setup
+	PYTHONPATH=$(CURDIR) $(PYTHON_DEB) -m pytest -q -p no:cacheprovider tests/integration $(PYTEST_ARGS)
+
+# The same suites against the current PyPI releases of pyroute2, cryptography and systemd-python.
+test-pypi: test-setup
+	PYTHONPATH=$(CURDIR) $(PYTHON_PYPI) -m pytest -q -p no:cacheprovider tests/unit tests/integration $(PYTEST_ARGS)
+
+clean:
+	rm -rf .venvs .cache build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache
+
+## Debian package: build it in a clean environment (.deb in .cache/deb/), then its quality gates
+deb:
+	bash tests/deb/build.sh
+
+test-deb:
+	bash tests/deb/check.sh

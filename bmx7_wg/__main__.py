@@ -1,0 +1,3 @@
+from bmx7_wg.cli import main
+
+raise SystemExit(main())

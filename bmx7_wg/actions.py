@@ -1,0 +1,241 @@
+"""The changes the planner asks for: small typed values, printable and JSON-able.
+
+No action carries key material in its repr or its JSON: a private key travels in a
+field excluded from both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from bmx7_wg.keys import PrivateKey
+from bmx7_wg.state import Implementation, Peer
+
+
+@dataclass(frozen=True)
+class Action:
+    interface: str
+    kind: ClassVar[str] = "action"
+    # True for actions that write to the WireGuard device (batched into one transaction).
+    device: ClassVar[bool] = False
+
+    def details(self) -> dict[str, Any]:
+        return {}
+
+    def to_json(self) -> dict[str, Any]:
+        return {"interface": self.interface, "action": self.kind, **self.details()}
+
+    def describe(self) -> str:
+        extra = " ".join(f"{k}={_text(v)}" for k, v in self.details().items())
+        return f"{self.interface}: {self.kind.replace('_', ' ')}" + (f" {extra}" if extra else "")
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value) or "(none)"
+    return str(value)
+
+
+@dataclass(frozen=True)
+class CreateLink(Action):
+    implementation: Implementation = "userspace"
+    kind: ClassVar[str] = "create_link"
+
+    def details(self) -> dict[str, Any]:
+        return {"backend": self.implementation}
+
+
+@dataclass(frozen=True)
+class AdoptLink(Action):
+    """Mark an existing, declared but unmarked WireGuard interface as ours."""
+
+    kind: ClassVar[str] = "adopt_link"
+
+
+@dataclass(frozen=True)
+class DeleteLink(Action):
+    reason: str = ""
+    kind: ClassVar[str] = "delete_link"
+
+    def details(self) -> dict[str, Any]:
+        return {"reason": self.reason} if self.reason else {}
+
+
+@dataclass(frozen=True)
+class SetMtu(Action):
+    mtu: int = 0
+    kind: ClassVar[str] = "set_mtu"
+
+    def details(self) -> dict[str, Any]:
+        return {"mtu": self.mtu}
+
+
+@dataclass(frozen=True)
+class SetUp(Action):
+    kind: ClassVar[str] = "set_up"
+
+
+@dataclass(frozen=True)
+class SetPrivateKey(Action):
+    private_key: PrivateKey | None = field(default=None, repr=False)
+    public_key: str = ""
+    kind: ClassVar[str] = "set_private_key"
+    device: ClassVar[bool] = True
+
+    def details(self) -> dict[str, Any]:
+        return {"public_key": self.public_key}
+
+
+@dataclass(frozen=True)
+class SetListenPort(Action):
+    listen_port: int = 0
+    kind: ClassVar[str] = "set_listen_port"
+    device: ClassVar[bool] = True
+
+    def details(self) -> dict[str, Any]:
+        return {"listen_port": self.listen_port}
+
+
+@dataclass(frozen=True)
+class SetFwmark(Action):
+    fwmark: int = 0
+    kind: ClassVar[str] = "set_fwmark"
+    device: ClassVar[bool] = True
+
+    def details(self) -> dict[str, Any]:
+        return {"fwmark": self.fwmark}
+
+
+def _peer_json(peer: Peer) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "public_key": peer.public_key,
+        "allowed_ips": sorted(peer.allowed_ips),
+        "source": peer.source,
+    }
+    if peer.endpoint is not None:
+        out["endpoint"] = peer.endpoint
+    if peer.persistent_keepalive:
+        out["persistent_keepalive"] = peer.persistent_keepalive
+    if peer.preshared_key is not None:
+        out["preshared_key"] = "(set)"
+    if peer.name:
+        out["name"] = peer.name
+    if peer.node_id:
+        out["node_id"] = peer.node_id
+    return out
+
+
+@dataclass(frozen=True)
+class AddPeer(Action):
+    peer: Peer = field(default_factory=lambda: Peer(public_key=""))
+    kind: ClassVar[str] = "add_peer"
+    device: ClassVar[bool] = True
+
+    def details(self) -> dict[str, Any]:
+        return {"peer": _peer_json(self.peer)}
+
+    def describe(self) -> str:
+        return f"{self.interface}: add peer {_peer_label(self.peer)}"
+
+
+@dataclass(frozen=True)
+class UpdatePeer(Action):
+    peer: Peer = field(default_factory=lambda: Peer(public_key=""))
+    changed: tuple[str, ...] = ()  # names of the Peer fields that differ
+    kind: ClassVar[str] = "update_peer"
+    device: ClassVar[bool] = True
+
+    def details(self) -> dict[str, Any]:
+        return {"peer": _peer_json(self.peer), "changed": list(self.changed)}
+
+    def describe(self) -> str:
+        return f"{self.interface}: update peer {_peer_label(self.peer)} ({', '.join(self.changed)})"
+
+
+@dataclass(frozen=True)
+class RemovePeer(Action):
+    public_key: str = ""
+    kind: ClassVar[str] = "remove_peer"
+    device: ClassVar[bool] = True
+
+    def details(self) -> dict[str, Any]:
+        return {"public_key": self.public_key}
+
+
+def _peer_label(peer: Peer) -> str:
+    label = peer.public_key
+    if peer.name:
+        label += f" ({peer.name})"
+    return label
+
+
+@dataclass(frozen=True)
+class AddAddress(Action):
+    address: str = ""
+    kind: ClassVar[str] = "add_address"
+
+    def details(self) -> dict[str, Any]:
+        return {"address": self.address}
+
+
+@dataclass(frozen=True)
+class RemoveAddress(Action):
+    address: str = ""
+    kind: ClassVar[str] = "remove_address"
+
+    def details(self) -> dict[str, Any]:
+        return {"address": self.address}
+
+
+@dataclass(frozen=True)
+class AddRoute(Action):
+    network: str = ""
+    kind: ClassVar[str] = "add_route"
+
+    def details(self) -> dict[str, Any]:
+        return {"network": self.network}
+
+
+@dataclass(frozen=True)
+class RemoveRoute(Action):
+    network: str = ""
+    kind: ClassVar[str] = "remove_route"
+
+    def details(self) -> dict[str, Any]:
+        return {"network": self.network}
+
+
+@dataclass(frozen=True)
+class DeviceChange:
+    """Every device action for one interface, sent to the device in one transaction."""
+
+    interface: str
+    private_key: PrivateKey | None = field(default=None, repr=False)
+    listen_port: int | None = None
+    fwmark: int | None = None
+    remove_peers: tuple[str, ...] = ()
+    add_peers: tuple[Peer, ...] = ()
+    update_peers: tuple[tuple[Peer, tuple[str, ...]], ...] = ()  # (desired peer, changed fields)
+
+    @classmethod
+    def collect(cls, interface: str, actions: list[Action]) -> DeviceChange:
+        private_key = None
+        listen_port = fwmark = None
+        remove: list[str] = []
+        add: list[Peer] = []
+        update: list[tuple[Peer, tuple[str, ...]]] = []
+        for a in actions:
+            if isinstance(a, SetPrivateKey):
+                private_key = a.private_key
+            elif isinstance(a, SetListenPort):
+                listen_port = a.listen_port
+            elif isinstance(a, SetFwmark):
+                fwmark = a.fwmark
+            elif isinstance(a, RemovePeer):
+                remove.append(a.public_key)
+            elif isinstance(a, AddPeer):
+                add.append(a.peer)
+            elif isinstance(a, UpdatePeer):
+                update.append((a.peer, a.changed))
+        return cls(interface, private_key, listen_port, fwmark, tuple(remove), tuple(add), tuple(update))

@@ -1,0 +1,448 @@
+"""The boundary to a running bmx7: its control socket, JSON files, SMS and trust files.
+
+Thin I/O only; parsing is done by small pure functions below that tests feed with
+real bmx7 output.
+
+Control socket protocol (bmx7's control.c, what `bmx7 -c ARGS...` does): connect a
+SOCK_STREAM unix socket to `<runtime_dir>/sock`, write the arguments joined by
+spaces, followed by " #" (`#` is bmx7's "quit" option, which makes the daemon close
+the connection), all in one write of less than 2000 bytes. The daemon writes the
+command's output and, after a successful command, a single "$"; after a failed one it
+closes the connection without "$".
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+import socket
+import stat
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from bmx7_wg.announce import MAX_SIZE as ANNOUNCEMENT_MAX_SIZE
+from bmx7_wg.errors import Bmx7WgError
+from bmx7_wg.nodeid import NODE_ID_RE, normalize_node_id
+
+SOCKET_NAME = "sock"
+END_OF_ANSWER = b"$"
+QUIT = "#"
+MAX_COMMAND_SIZE = 2000  # MAX_UNIX_MSG_SIZE: bmx7 reads a command with one read() of this size
+MAX_ANSWER_SIZE = 4 * 1024 * 1024
+MAX_JSON_FILE_SIZE = 1024 * 1024
+SMS_NAME_MAX = 15  # bmx7 refuses syncSms names of 16 or more characters
+# bmx7 parses the whole command stream by words; these would end or split a name.
+_SMS_NAME_RE = re.compile(r"^[A-Za-z0-9._+@%=,-]{1,15}$")
+DEFAULT_TIMEOUT = 3.0
+
+
+class Bmx7Unavailable(Bmx7WgError):
+    """bmx7 (or the plugin needed) is not running: mesh peers are skipped, static ones stay."""
+
+
+class Bmx7CommandError(Bmx7WgError):
+    """bmx7 answered a control command with an error."""
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    node_id: str  # 56 upper-case hex
+    name: str
+    primary_ip: str
+
+
+@dataclass(frozen=True)
+class ReceivedFile:
+    """One `rcvdSms/<NODEID>:<name>` entry: its bytes, or why it was not read."""
+
+    file_name: str
+    node_id: str | None  # None if the file name holds no node id
+    data: bytes | None = None
+    refusal: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.data is not None and self.node_id is not None
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """One configured bmx7 option instance, as `bmx7 -c parameters` lists it."""
+
+    name: str
+    value: str
+    children: tuple[tuple[str, str], ...] = ()
+
+
+# ---------------------------------------------------------------- pure parsers
+
+
+def parse_status(text: str) -> NodeInfo:
+    """Parse `jshow=status` output (or the json/status file)."""
+    try:
+        obj = json.loads(text)
+        status = obj["status"]
+        return NodeInfo(
+            node_id=normalize_node_id(str(status["nodeId"])),
+            name=str(status.get("name", "")),
+            primary_ip=str(status.get("primaryIp", "")),
+        )
+    except (ValueError, KeyError, TypeError) as exc:
+        raise Bmx7CommandError(f"bmx7 status is not readable: {exc}") from None
+
+
+def parse_parameters_text(text: str) -> tuple[Parameter, ...]:
+    """Parse `bmx7 -c parameters` (" NAME VALUE (DEFAULT) ..." lines, children "    /NAME ...")."""
+    params: list[Parameter] = []
+    for line in text.splitlines():
+        if not line.strip() or line.startswith("PARAMETERS:"):
+            continue
+        words = line.split()
+        if line.startswith("    /") and params and len(words) >= 2:
+            last = params[-1]
+            params[-1] = Parameter(last.name, last.value, (*last.children, (words[0][1:], words[1])))
+        elif line.startswith(" ") and not line.startswith("  ") and len(words) >= 2:
+            params.append(Parameter(words[0], words[1]))
+    return tuple(params)
+
+
+def parse_parameters_json(text: str) -> tuple[Parameter, ...]:
+    """Parse the json/parameters file ({"OPTIONS": [{"name", "INSTANCES": [...]}]})."""
+    try:
+        options = json.loads(text)["OPTIONS"]
+        params = []
+        for opt in options:
+            for inst in opt.get("INSTANCES", []):
+                children = tuple(
+                    (str(c["name"]), str(c["value"])) for c in inst.get("CHILD_INSTANCES", [])
+                )
+                params.append(Parameter(str(opt["name"]), str(inst["value"]), children))
+        return tuple(params)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise Bmx7CommandError(f"bmx7 parameters are not readable: {exc}") from None
+
+
+def parse_originators(objs: list[Any]) -> dict[str, str]:
+    names: dict[str, str] = {}
+    for obj in objs:
+        if isinstance(obj, dict) and NODE_ID_RE.match(str(obj.get("nodeId", ""))):
+            names[str(obj["nodeId"]).upper()] = str(obj.get("name", ""))
+    return names
+
+
+_LEVEL_RE = {key: re.compile(rf"\.{key}=([^.]*)") for key in ("trust", "support")}
+
+
+def parse_trust_file_name(file_name: str) -> tuple[str, int] | None:
+    """(node id, trust level) for a trustedNodesDir entry, or None if bmx7 would ignore it.
+
+    As bmx7's getTrustStringParameter: 56 hex characters, then optional `.trust=N`
+    and `.support=N` with N one digit of 0, 2, 3 (1 is bmx7's internal "recommended"
+    level, refused in file names); anything else after the id is kept and ignored.
+    A bare id means trust level 2.
+    """
+    if len(file_name) < 56 or not NODE_ID_RE.match(file_name[:56]):
+        return None
+    tail = file_name[56:]
+    level = 2
+    for key, pattern in _LEVEL_RE.items():
+        match = pattern.search(tail)
+        if match is None:
+            continue
+        value = match.group(1)
+        if len(value) != 1 or value not in "023":
+            return None
+        if key == "trust":
+            level = int(value)
+    return file_name[:56].upper(), level
+
+
+def read_trusted_nodes(directory: str) -> dict[str, int]:
+    """Trust level per node id from bmx7's trustedNodesDir.
+
+    A node with several files gets the lowest of their levels: bmx7 itself takes the
+    first in directory order, which is arbitrary, so the cautious choice is taken.
+    A directory that does not exist trusts nobody, as bmx7 does.
+    """
+    levels: dict[str, int] = {}
+    try:
+        entries = os.listdir(directory)
+    except FileNotFoundError:
+        return levels
+    except OSError as exc:
+        raise Bmx7Unavailable(f"cannot read trustedNodesDir {directory}: {exc.strerror}") from None
+    for entry in entries:
+        parsed = parse_trust_file_name(entry)
+        if parsed is not None:
+            node_id, level = parsed
+            levels[node_id] = min(level, levels.get(node_id, level))
+    return levels
+
+
+def check_sms_name(name: str) -> str:
+    if not _SMS_NAME_RE.match(name):
+        raise ValueError(
+            f"not a usable bmx7 SMS name (1-{SMS_NAME_MAX} of A-Z a-z 0-9 . _ + @ % = , -): {name!r}"
+        )
+    return name
+
+
+def read_capped(path: str, limit: int, *, dir_fd: int | None = None) -> bytes:
+    """Read a regular file without following a symlink; raise ValueError with a reason."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                     dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ValueError("is a symbolic link") from None
+        raise ValueError(f"cannot be opened ({exc.strerror})") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ValueError("is not a regular file")
+        if st.st_size > limit:
+            raise ValueError(f"is too large ({st.st_size} > {limit} bytes)")
+        chunks: list[bytes] = []
+        size = 0
+        while size <= limit:
+            chunk = os.read(fd, limit + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > limit:
+            raise ValueError(f"is too large (> {limit} bytes)")
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+# ---------------------------------------------------------------- the runtime
+
+
+class Bmx7Runtime:
+    """One bmx7 daemon, reached through its runtime directory (`--runtimeDir`)."""
+
+    def __init__(self, runtime_dir: str = "/var/run/bmx7", timeout: float = DEFAULT_TIMEOUT):
+        self.runtime_dir = runtime_dir
+        self.timeout = timeout
+
+    def __repr__(self) -> str:
+        return f"Bmx7Runtime({self.runtime_dir!r})"
+
+    @property
+    def socket_path(self) -> str:
+        return os.path.join(self.runtime_dir, SOCKET_NAME)
+
+    @property
+    def send_dir(self) -> str:
+        return os.path.join(self.runtime_dir, "sms", "sendSms")
+
+    @property
+    def received_dir(self) -> str:
+        return os.path.join(self.runtime_dir, "sms", "rcvdSms")
+
+    def _unavailable(self, detail: str) -> Bmx7Unavailable:
+        return Bmx7Unavailable(
+            f"bmx7 is not running (no answer on {self.socket_path}: {detail}); "
+            "mesh peers are skipped"
+        )
+
+    # -- control socket
+
+    def command(self, *args: str) -> str:
+        """Send one control command, as `bmx7 -c ARGS...`, and return its output."""
+        message = (" ".join(args) + " " + " " + QUIT).encode()
+        if len(message) >= MAX_COMMAND_SIZE:
+            raise ValueError("bmx7 command too long")
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        try:
+            sock.settimeout(self.timeout)
+            try:
+                sock.connect(self.socket_path)
+                sock.sendall(message)
+            except OSError as exc:
+                raise self._unavailable(exc.strerror or str(exc)) from None
+            answer = bytearray()
+            while True:
+                try:
+                    chunk = sock.recv(65536)
+                except TimeoutError:
+                    raise self._unavailable(f"no answer within {self.timeout:g} s") from None
+                except OSError as exc:
+                    raise self._unavailable(exc.strerror or str(exc)) from None
+                if not chunk:
+                    text = answer.decode(errors="replace").strip()
+                    raise Bmx7CommandError(
+                        f"bmx7 refused '{' '.join(args)}': {text or 'connection closed'}"
+                    )
+                end = chunk.find(END_OF_ANSWER)
+                if end >= 0:
+                    answer += chunk[:end]
+                    return answer.decode(errors="replace")
+                answer += chunk
+                if len(answer) > MAX_ANSWER_SIZE:
+                    raise Bmx7CommandError("bmx7 answer too large")
+        finally:
+            sock.close()
+
+    def running(self) -> bool:
+        """True if the daemon answers a harmless command on its control socket."""
+        try:
+            self.command("parameters")
+        except (Bmx7Unavailable, Bmx7CommandError):
+            return False
+        return True
+
+    # -- JSON plugin files
+
+    def _json_file(self, *parts: str) -> str:
+        path = os.path.join(self.runtime_dir, "json", *parts)
+        try:
+            return read_capped(path, MAX_JSON_FILE_SIZE).decode("utf-8", errors="replace")
+        except ValueError as exc:
+            raise Bmx7Unavailable(f"{path} {exc}") from None
+
+    def own_node(self) -> NodeInfo:
+        """This node's id, name and primary address: from the socket, else json/status."""
+        try:
+            return parse_status(self.command("jshow=status"))
+        except (Bmx7Unavailable, Bmx7CommandError) as live_error:
+            # json/status may be up to jsonUpdateInterval (60 s) old, but a node id
+            # never changes while bmx7 runs, so it is good enough as a fallback.
+            try:
+                return parse_status(self._json_file("status"))
+            except (Bmx7Unavailable, Bmx7CommandError):
+                raise live_error from None
+
+    def parameters(self) -> tuple[Parameter, ...]:
+        """Configured options: from the socket, else json/parameters."""
+        try:
+            return parse_parameters_text(self.command("parameters"))
+        except Bmx7Unavailable as live_error:
+            try:
+                return parse_parameters_json(self._json_file("parameters"))
+            except (Bmx7Unavailable, Bmx7CommandError):
+                raise live_error from None
+
+    def node_names(self) -> dict[str, str]:
+        """Node id -> host name of every known node (for display only)."""
+        try:
+            obj = json.loads(self.command("jshow=originators"))
+            return parse_originators(obj["originators"])
+        except (Bmx7Unavailable, Bmx7CommandError, ValueError, KeyError, TypeError):
+            pass
+        directory = os.path.join(self.runtime_dir, "json", "originators")
+        objs: list[Any] = []
+        try:
+            entries = sorted(os.listdir(directory))
+        except OSError:
+            return {}
+        for entry in entries:
+            try:
+                objs.append(json.loads(read_capped(os.path.join(directory, entry), 65536)))
+            except ValueError:
+                continue
+        return parse_originators(objs)
+
+    # -- trust
+
+    def trusted_nodes_dir(self, parameters: tuple[Parameter, ...] | None = None) -> str | None:
+        """bmx7's trustedNodesDir, or None when it is not configured (every node trusted)."""
+        params = self.parameters() if parameters is None else parameters
+        return next((p.value for p in params if p.name == "trustedNodesDir"), None)
+
+    def trust_levels(self) -> Mapping[str, int] | None:
+        """bmx7's trust levels by node id; None when bmx7 trusts every node."""
+        directory = self.trusted_nodes_dir()
+        return None if directory is None else read_trusted_nodes(directory)
+
+    # -- SMS
+
+    def registered_sms(self, parameters: tuple[Parameter, ...] | None = None) -> frozenset[str]:
+        params = self.parameters() if parameters is None else parameters
+        return frozenset(p.value for p in params if p.name == "syncSms")
+
+    def register_sms(self, name: str) -> bool:
+        """Make bmx7 publish sendSms/NAME (`syncSms=NAME`); False if it already does."""
+        check_sms_name(name)
+        if name in self.registered_sms():
+            return False
+        self.command(f"syncSms={name}")
+        return True
+
+    def unregister_sms(self, name: str) -> bool:
+        check_sms_name(name)
+        if name not in self.registered_sms():
+            return False
+        self.command(f"syncSms=-{name}")
+        return True
+
+    def publish(self, name: str, data: bytes) -> bool:
+        """Write sendSms/NAME atomically; False (and no write) if it already holds `data`."""
+        check_sms_name(name)
+        directory = self.send_dir
+        if not os.path.isdir(directory):
+            raise Bmx7Unavailable(
+                f"{directory} does not exist: is bmx7 running with its SMS plugin?"
+            )
+        path = os.path.join(directory, name)
+        try:
+            if read_capped(path, len(data)) == data:
+                return False
+        except ValueError:
+            pass
+        # The temporary name is not a registered SMS name, so bmx7 never publishes it.
+        tmp = os.path.join(directory, f".{name}.tmp.{os.getpid()}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o644)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        return True
+
+    def withdraw(self, name: str) -> bool:
+        """Remove sendSms/NAME; False if it was not there."""
+        check_sms_name(name)
+        try:
+            os.unlink(os.path.join(self.send_dir, name))
+        except FileNotFoundError:
+            return False
+        return True
+
+    def received(self, name: str, max_size: int = ANNOUNCEMENT_MAX_SIZE) -> list[ReceivedFile]:
+        """Every `rcvdSms/<NODEID>:NAME`, sorted by file name; bad entries carry a refusal."""
+        check_sms_name(name)
+        suffix = ":" + name
+        directory = self.received_dir
+        try:
+            dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise Bmx7Unavailable(f"cannot read {directory}: {exc.strerror}") from None
+        try:
+            files: list[ReceivedFile] = []
+            for entry in sorted(os.listdir(dir_fd)):
+                if not entry.endswith(suffix):
+                    continue
+                prefix = entry[: -len(suffix)]
+                if not NODE_ID_RE.match(prefix):
+                    files.append(ReceivedFile(entry, None, refusal="file name holds no node id"))
+                    continue
+                node_id = prefix.upper()
+                try:
+                    data = read_capped(entry, max_size, dir_fd=dir_fd)
+                except ValueError as exc:
+                    files.append(ReceivedFile(entry, node_id, refusal=str(exc)))
+                    continue
+                files.append(ReceivedFile(entry, node_id, data=data))
+            return files
+        finally:
+            os.close(dir_fd)

@@ -1,0 +1,299 @@
+"""Command line: parse arguments, run a verb, turn typed errors into messages and exit codes.
+
+Exit codes (also in --help, the README and bmx7-wg(8)):
+  0  success (for plan/apply --check: whether or not changes are pending)
+  1  unexpected error
+  2  invalid configuration or key file; nothing was changed
+  3  the WireGuard implementation asked for is not available; nothing was changed
+  4  conflict: a name is taken by an interface bmx7-wg does not manage; nothing was changed
+  5  a change failed half-way; the message says what was done; the next apply repairs the rest
+  64 usage error
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
+
+from bmx7_wg import __version__
+from bmx7_wg.config_model import DEFAULT_CONFIG_PATH, Config
+from bmx7_wg.errors import Bmx7WgError, ConfigError, ConflictError, UsageError
+
+log = logging.getLogger("bmx7_wg")
+
+EXIT_CODES = __doc__.split("Exit codes", 1)[1].split("\n", 1)[1].rstrip() if __doc__ else ""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see bmx7-wg --help)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="bmx7-wg",
+        description="Declarative WireGuard tunnels for BMX7 meshes and Linux servers.",
+        epilog="exit codes:\n" + EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "-c",
+        "--config",
+        default=DEFAULT_CONFIG_PATH,
+        metavar="PATH",
+        help=f"configuration file (default {DEFAULT_CONFIG_PATH})",
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug messages")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what is done on stderr")
+    parser.add_argument("--version", action="version", version=f"bmx7-wg {__version__}")
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
+    verbs.required = True
+
+    verbs.add_parser("check", help="validate the configuration; touch nothing")
+    p = verbs.add_parser("plan", help="print what apply would change; touch nothing")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p = verbs.add_parser("apply", help="make the system match the configuration")
+    p.add_argument("--check", action="store_true", help="report only, change nothing (check mode)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p = verbs.add_parser("show", help="interfaces, peers, handshakes and transfer")
+    p.add_argument("interface", nargs="?", metavar="IFACE")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p = verbs.add_parser("down", help="remove interfaces bmx7-wg manages (never others)")
+    p.add_argument("interfaces", nargs="*", metavar="IFACE")
+    verbs.add_parser("run", help="the service: reconcile now and on every change")
+    verbs.add_parser("genkey", help="print a new private key (like wg genkey)")
+    verbs.add_parser("pubkey", help="read a private key on stdin, print its public key (like wg pubkey)")
+    p = verbs.add_parser("address", help="print the tunnel (fd77) and primary (fd70) address of a node id")
+    p.add_argument("node_id", metavar="NODEID")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    debug = False
+    try:
+        args = build_parser().parse_args(argv)
+        debug = args.debug
+        _setup_logging(args)
+        verb: Callable[[argparse.Namespace], int] = VERBS[args.verb]
+        return verb(args)
+    except ConfigError as exc:
+        for d in exc.diagnostics:
+            print(d, file=sys.stderr)
+        print(f"bmx7-wg: {len(exc.diagnostics)} error(s); nothing was changed", file=sys.stderr)
+        return exc.exit_code
+    except Bmx7WgError as exc:
+        print(f"bmx7-wg: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 1
+    except Exception as exc:  # the one place that turns a bug into a message, not a traceback
+        if debug:
+            raise
+        print(
+            f"bmx7-wg: internal error: {type(exc).__name__}: {exc} (run with --debug for details)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+def _setup_logging(args: argparse.Namespace) -> None:
+    from bmx7_wg.logsetup import setup_logging
+
+    level = logging.DEBUG if args.debug else logging.INFO if args.verbose else logging.WARNING
+    setup_logging(level, service=args.verb == "run")
+
+
+def _load(args: argparse.Namespace) -> Config:
+    from bmx7_wg import config
+
+    return config.load(args.config)
+
+
+def _print_json(obj: Any) -> None:
+    json.dump(obj, sys.stdout, indent=2, sort_keys=False)
+    sys.stdout.write("\n")
+
+
+# -- verbs -------------------------------------------------------------------------
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    n = len(cfg.interfaces)
+    print(f"{args.config}: OK ({n} interface{'s' if n != 1 else ''})")
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    return _reconcile(args, check=True, verb="plan")
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    return _reconcile(args, check=args.check, verb="apply")
+
+
+def _reconcile(args: argparse.Namespace, *, check: bool, verb: str) -> int:
+    from bmx7_wg.engine import Engine
+    from bmx7_wg.mesh import mesh_inputs
+    from bmx7_wg.system import System
+
+    cfg = _load(args)
+    mesh = mesh_inputs(cfg)
+    with System() as system:
+        engine = Engine(system)
+        p = engine.make_plan(cfg, create_keys=not check, mesh=mesh.inputs)
+        if not check:
+            engine.apply(p, on_done=lambda a: log.info("%s", a.describe()))
+        mesh.publish(p.desired, check=check)
+    result: dict[str, Any] = {"changed": bool(p.actions) or mesh.changed, "check": check}
+    if verb == "plan":
+        del result["check"]
+    result["actions"] = [a.to_json() for a in p.actions] + mesh.actions_json()
+    if mesh.refusals:
+        result["refused"] = mesh.refusals_json()
+    if args.json:
+        _print_json(result)
+        return 0
+    lines = [a.describe() for a in p.actions] + mesh.describe()
+    for line in lines:
+        print(line)
+    for r in mesh.describe_refusals():
+        print(r)
+    if not result["changed"]:
+        print("no changes")
+    elif check:
+        suffix = " (check mode: nothing was changed)" if verb == "apply" else ""
+        print(f"{len(lines)} change(s) pending{suffix}")
+    else:
+        print(f"{len(lines)} change(s) applied")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from bmx7_wg import show
+    from bmx7_wg.system import System
+
+    labels = _peer_labels(args)
+    with System() as system:
+        observed = system.observe([args.interface] if args.interface else [], all_wireguard=True)
+    if args.interface:
+        if args.interface not in observed.interfaces:
+            raise UsageError(f"show: no WireGuard interface named {args.interface}")
+        from bmx7_wg.state import ObservedState
+
+        observed = ObservedState({args.interface: observed.interfaces[args.interface]})
+    data = show.interfaces_json(observed, labels)
+    if args.json:
+        _print_json({"interfaces": data})
+    elif data:
+        print(show.render_text(data))
+    return 0
+
+
+def _peer_labels(args: argparse.Namespace) -> dict[str, dict[str, str]]:
+    """Peer names from the configuration and the mesh, if they can be read; show works without."""
+    from bmx7_wg import config
+
+    try:
+        cfg = config.load(args.config)
+    except Bmx7WgError:
+        return {}
+    labels: dict[str, dict[str, str]] = {}
+    for iface in cfg.interfaces:
+        labels[iface.name] = {p.public_key: (p.name or "") for p in iface.peers}
+    from bmx7_wg.mesh import mesh_labels
+
+    for name, peers in mesh_labels(cfg).items():
+        labels.setdefault(name, {}).update(peers)
+    return labels
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    from bmx7_wg.actions import Action, DeleteLink
+    from bmx7_wg.system import System
+
+    with System() as system:
+        observed = system.observe(args.interfaces)
+        targets = args.interfaces or sorted(n for n, i in observed.interfaces.items() if i.managed)
+        for name in targets:
+            iface = observed.interfaces.get(name)
+            if iface is None:
+                raise UsageError(f"down: no interface named {name}")
+            if not iface.managed:
+                raise ConflictError(f"down: {name} is not managed by bmx7-wg; it is left alone")
+        actions: list[Action] = [DeleteLink(n, reason="bmx7-wg down") for n in targets]
+        system.execute(actions, {})
+    from bmx7_wg.mesh import withdraw_announcements
+
+    withdraw_announcements(args.config, targets)
+    for n in targets:
+        print(f"{n}: removed")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from bmx7_wg.service import run
+
+    return run(args.config)
+
+
+def cmd_genkey(args: argparse.Namespace) -> int:
+    from bmx7_wg.keys import PrivateKey
+
+    print(PrivateKey.generate().to_base64())
+    return 0
+
+
+def cmd_pubkey(args: argparse.Namespace) -> int:
+    from bmx7_wg.keys import PrivateKey
+
+    text = sys.stdin.read()
+    try:
+        key = PrivateKey.from_base64(text)
+    except ValueError as exc:
+        raise UsageError(f"pubkey: standard input is {exc}") from None
+    print(key.public_key())
+    return 0
+
+
+def cmd_address(args: argparse.Namespace) -> int:
+    from bmx7_wg import nodeid
+
+    try:
+        tunnel = nodeid.tunnel_address(args.node_id)
+        primary = nodeid.primary_address(args.node_id)
+    except ValueError as exc:
+        raise UsageError(f"address: {exc}") from None
+    if args.json:
+        _print_json(
+            {
+                "node_id": args.node_id.upper(),
+                "short_id": args.node_id[:8].upper(),
+                "tunnel_address": str(tunnel),
+                "primary_address": str(primary),
+            }
+        )
+    else:
+        print(f"tunnel {tunnel}")
+        print(f"primary {primary}")
+    return 0
+
+
+VERBS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "check": cmd_check,
+    "plan": cmd_plan,
+    "apply": cmd_apply,
+    "show": cmd_show,
+    "down": cmd_down,
+    "run": cmd_run,
+    "genkey": cmd_genkey,
+    "pubkey": cmd_pubkey,
+    "address": cmd_address,
+}

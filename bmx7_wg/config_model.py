@@ -1,0 +1,77 @@
+"""The validated configuration: plain frozen values, produced only by `config.load`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+Backend = Literal["auto", "kernel", "userspace"]
+KeyMode = Literal["persistent", "session"]
+TrustMode = Literal["bmx7", "all", "listed"]
+
+DEFAULT_CONFIG_PATH = "/etc/bmx7-wg.toml"
+DEFAULT_STATE_DIR = "/var/lib/bmx7-wg"
+DEFAULT_MTU = 1420
+DEFAULT_MESH_PORT = 40456
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A peer's endpoint as configured: host may be a name, resolved at apply time."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class PeerConfig:
+    public_key: str  # base64, validated
+    allowed_ips: tuple[str, ...] = ()  # canonical CIDR strings ("10.9.1.0/24"), sorted
+    endpoint: Endpoint | None = None
+    persistent_keepalive: int = 0  # seconds, 0 = off
+    preshared_key_file: str | None = None
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class InterfaceConfig:
+    name: str
+    private_key_file: str  # defaults to <state dir>/<name>.key
+    key: KeyMode = "persistent"
+    listen_port: int | None = None  # None: the kernel/wireguard-go picks one (mesh: DEFAULT_MESH_PORT)
+    mtu: int = DEFAULT_MTU
+    fwmark: int = 0
+    addresses: tuple[str, ...] = ()  # canonical interface strings ("10.9.0.1/24"), sorted
+    backend: Backend = "auto"
+    mesh: bool = False
+    announce_networks: tuple[str, ...] = ()  # canonical CIDR strings
+    accept_networks: tuple[str, ...] = ()  # canonical CIDR strings
+    route_allowed_ips: bool = True  # route each peer's allowed-ips into the interface
+    peers: tuple[PeerConfig, ...] = ()
+
+
+@dataclass(frozen=True)
+class Bmx7Config:
+    runtime_dir: str = "/var/run/bmx7"
+    announce: str = "wg-bmx7"
+    trust: TrustMode = "bmx7"
+    trusted_nodes_dir: str = "/etc/bmx7/trustedNodes"
+    trusted: tuple[str, ...] = ()  # upper-case node ids
+    denied: tuple[str, ...] = ()  # upper-case node ids
+
+
+@dataclass(frozen=True)
+class Config:
+    path: str
+    interfaces: tuple[InterfaceConfig, ...] = ()
+    bmx7: Bmx7Config | None = None
+    # Source positions are kept out of equality: two identical configs compare equal.
+    positions: dict[tuple[str | int, ...], tuple[int, int]] = field(
+        default_factory=dict, compare=False, repr=False, hash=False
+    )
+
+    def interface(self, name: str) -> InterfaceConfig | None:
+        return next((i for i in self.interfaces if i.name == name), None)

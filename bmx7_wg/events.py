@@ -1,0 +1,58 @@
+"""The events bmx7-wg logs, each with a journald MESSAGE_ID and structured fields.
+
+A log call passes `extra={"fields": {...}}`; the journal handler sends the fields as
+journal fields (BMX7WG_INTERFACE=wg0 ...), stderr shows only the message. The catalog
+(systemd/bmx7-wg.catalog) explains each MESSAGE_ID for `journalctl -x`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from bmx7_wg.actions import Action, AddPeer, RemovePeer, UpdatePeer
+
+log = logging.getLogger("bmx7_wg.events")
+
+PEER_ADDED = "49434b7b69a9485fbbc2a1c0536b1b0c"
+PEER_REMOVED = "9189faab9a274123b1ff87f963a06b30"
+ANNOUNCEMENT_REFUSED = "c483c3f7a4c44d5c9af5b7a06e2c298b"
+HANDSHAKE_STALE = "9fc329ccd71b4d54b64ef28a3c0157b8"
+CONFIG_REJECTED = "a3ca36f7f43343eaa62fcf5268f70155"
+APPLY_FAILED = "f7b815d8c55346288f81540c55112381"
+CHANGE_APPLIED = "bc82df85e058499fb7030ebf29e7de8b"
+SERVICE_STARTED = "9c0969dcc25f44ad888cc1c18de8a023"
+
+MESSAGE_IDS = {
+    "peer-added": PEER_ADDED,
+    "peer-removed": PEER_REMOVED,
+    "announcement-refused": ANNOUNCEMENT_REFUSED,
+    "handshake-stale": HANDSHAKE_STALE,
+    "config-rejected": CONFIG_REJECTED,
+    "apply-failed": APPLY_FAILED,
+    "change-applied": CHANGE_APPLIED,
+    "service-started": SERVICE_STARTED,
+}
+
+
+def emit(level: int, message: str, message_id: str, **fields: Any) -> None:
+    """Log one event. Field names are given without the BMX7WG_ prefix, lower case."""
+    journal_fields = {f"BMX7WG_{k.upper()}": str(v) for k, v in fields.items() if v is not None}
+    journal_fields["MESSAGE_ID"] = message_id
+    log.log(level, "%s", message, extra={"fields": journal_fields})
+
+
+def action_done(action: Action, *, why: str = "") -> None:
+    """Log a change that was made, with the reason, as the right kind of event."""
+    text = action.describe() + (f" ({why})" if why else "")
+    fields: dict[str, Any] = {"interface": action.interface, "action": action.kind}
+    if isinstance(action, AddPeer | UpdatePeer):
+        fields.update(peer=action.peer.public_key, node_id=action.peer.node_id, node_name=action.peer.name)
+        if action.peer.node_id:
+            text += f" [mesh node {action.peer.node_id[:8]}]"
+    if isinstance(action, AddPeer):
+        emit(logging.INFO, text, PEER_ADDED, **fields)
+    elif isinstance(action, RemovePeer):
+        emit(logging.INFO, text, PEER_REMOVED, peer=action.public_key, **fields)
+    else:
+        emit(logging.INFO, text, CHANGE_APPLIED, **fields)

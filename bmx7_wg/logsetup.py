@@ -1,0 +1,30 @@
+"""Logging: plain lines on stderr; the journal when running under systemd (see journal.py)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+
+def under_systemd() -> bool:
+    # systemd sets JOURNAL_STREAM to the stderr it connected to the journal.
+    return bool(os.environ.get("JOURNAL_STREAM")) and bool(os.environ.get("INVOCATION_ID"))
+
+
+def setup_logging(level: int, *, service: bool) -> None:
+    root = logging.getLogger("bmx7_wg")
+    root.handlers.clear()
+    root.propagate = False
+    if service:
+        level = min(level, logging.INFO)
+    root.setLevel(level)
+    handler: logging.Handler
+    if service and (under_systemd() or os.environ.get("BMX7_WG_LOG") == "journal"):
+        from bmx7_wg.journal import journal_handler
+
+        handler = journal_handler()
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("bmx7-wg: %(message)s"))
+    root.addHandler(handler)

@@ -1,0 +1,237 @@
+"""Mesh mode glue: what BMX7 contributes to one reconcile.
+
+Reads (through bmx7.py) this node's id, the received announcements and bmx7's trust,
+turns them into peers (meshview.py), and after the device is configured publishes this
+node's own announcement. Without `mesh = true` interfaces it does nothing at all.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from bmx7_wg.announce import AnnouncementError, format_announcement, parse_announcement
+from bmx7_wg.bmx7 import Bmx7Runtime, Bmx7Unavailable, NodeInfo, read_trusted_nodes
+from bmx7_wg.config_model import Bmx7Config, Config, InterfaceConfig
+from bmx7_wg.engine import MeshInputs
+from bmx7_wg.errors import Bmx7WgError
+from bmx7_wg.meshview import TrustPolicy, mesh_peers
+from bmx7_wg.nodeid import MESH_NETWORK, tunnel_address
+from bmx7_wg.state import DesiredState
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class MeshChange:
+    """A change to what this node publishes through bmx7 (not a WireGuard change)."""
+
+    interface: str
+    kind: str  # "publish_announcement" | "register_sms"
+    detail: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"interface": self.interface, "action": self.kind, **self.detail}
+
+    def describe(self) -> str:
+        extra = " ".join(
+            f"{k}={','.join(map(str, v)) if isinstance(v, list) else v}" for k, v in self.detail.items()
+        )
+        return f"{self.interface}: {self.kind.replace('_', ' ')} {extra}".rstrip()
+
+
+@dataclass
+class MeshSession:
+    """The mesh's part of one reconcile."""
+
+    bmx7: Bmx7Config | None = None
+    interface: InterfaceConfig | None = None
+    node: NodeInfo | None = None
+    inputs: dict[str, MeshInputs] = field(default_factory=dict)
+    refusals: list[tuple[str, str]] = field(default_factory=list)  # (node id, message)
+    notes: list[str] = field(default_factory=list)
+    changes: list[MeshChange] = field(default_factory=list)
+    trust_dir: str | None = None  # the trusted-nodes directory in force, to watch
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.changes)
+
+    def publish(self, desired: DesiredState, *, check: bool) -> None:
+        """Publish this node's announcement (key, port, networks) and make sure bmx7
+        carries it. In check mode only record what would change."""
+        if self.bmx7 is None or self.interface is None or self.node is None:
+            return
+        iface = next((d for d in desired.interfaces if d.name == self.interface.name), None)
+        if iface is None:
+            return
+        port = iface.listen_port or 0
+        public_key = iface.private_key.public_key()
+        data = format_announcement(public_key, port, self.interface.announce_networks)
+        runtime = Bmx7Runtime(self.bmx7.runtime_dir)
+        name = self.bmx7.announce
+        path = os.path.join(runtime.send_dir, name)
+        try:
+            with open(path, "rb") as fh:
+                current = fh.read(4096)
+        except OSError:
+            current = b""
+        try:
+            if current != data:
+                detail: dict[str, Any] = {
+                    "sms": name,
+                    "public_key": public_key,
+                    "listen_port": port,
+                    "networks": list(self.interface.announce_networks),
+                }
+                if not check:
+                    runtime.publish(name, data)
+                self.changes.append(MeshChange(iface.name, "publish_announcement", detail))
+            if name not in runtime.registered_sms():
+                if not check:
+                    runtime.register_sms(name)
+                self.changes.append(MeshChange(iface.name, "register_sms", {"sms": name}))
+        except Bmx7WgError as exc:
+            log.warning("%s: cannot publish the mesh announcement: %s", iface.name, exc)
+            self.notes.append(str(exc))
+
+    def actions_json(self) -> list[dict[str, Any]]:
+        return [c.to_json() for c in self.changes]
+
+    def refusals_json(self) -> list[dict[str, Any]]:
+        return [{"node_id": n, "reason": r} for n, r in self.refusals]
+
+    def describe(self) -> list[str]:
+        return [c.describe() for c in self.changes]
+
+    def describe_refusals(self) -> list[str]:
+        return [r for _, r in self.refusals]
+
+
+def mesh_interface(config: Config) -> InterfaceConfig | None:
+    return next((i for i in config.interfaces if i.mesh), None)
+
+
+def mesh_inputs(config: Config) -> MeshSession:
+    """Read the mesh: this node's id, the received announcements, the trust policy."""
+    iface = mesh_interface(config)
+    if iface is None or config.bmx7 is None:
+        return MeshSession()
+    session = MeshSession(bmx7=config.bmx7, interface=iface)
+    runtime = Bmx7Runtime(config.bmx7.runtime_dir)
+    try:
+        session.node = runtime.own_node()
+    except Bmx7WgError as exc:
+        # Not fatal: static peers still get applied, and the mesh is picked up when
+        # bmx7 answers again. Existing mesh peers stay until bmx7 is back.
+        log.warning("%s: %s", iface.name, exc)
+        session.notes.append(str(exc))
+        session.inputs[iface.name] = MeshInputs(hold=True)
+        return session
+    own = session.node.node_id
+    levels = None
+    if config.bmx7.trust == "bmx7":
+        levels, session.trust_dir = _bmx7_trust(runtime, config.bmx7, iface.name)
+    policy = TrustPolicy(
+        config.bmx7.trust, frozenset(config.bmx7.trusted), frozenset(config.bmx7.denied), levels
+    )
+    try:
+        received = runtime.received(config.bmx7.announce)
+    except Bmx7Unavailable as exc:
+        log.warning("%s: %s", iface.name, exc)
+        received = []
+    for f in received:
+        if not f.ok:
+            session.refusals.append((f.node_id or f.file_name, f"refused {f.file_name}: {f.refusal}"))
+    names = runtime.node_names()
+    view = mesh_peers(
+        own,
+        [(f.node_id, f.data) for f in received if f.ok and f.node_id and f.data is not None],
+        policy,
+        iface.accept_networks,
+        names,
+    )
+    for r in view.refusals:
+        session.refusals.append((r.node_id, r.describe()))
+    session.inputs[iface.name] = MeshInputs(
+        peers=view.peers,
+        address=f"{tunnel_address(own)}/128",
+        routes=(MESH_NETWORK,),
+    )
+    return session
+
+
+def _bmx7_trust(
+    runtime: Bmx7Runtime, cfg: Bmx7Config, ifname: str
+) -> tuple[Mapping[str, int] | None, str | None]:
+    """bmx7's trust levels (None: bmx7 trusts every node) and the directory they come from.
+
+    bmx7's own trustedNodesDir setting wins; the configured `trusted_nodes_dir` is used
+    only when bmx7 cannot be asked."""
+    try:
+        directory = runtime.trusted_nodes_dir()
+    except Bmx7WgError as exc:
+        if not os.path.isdir(cfg.trusted_nodes_dir):
+            log.warning(
+                "%s: cannot ask bmx7 for its trusted nodes (%s); no mesh node is trusted", ifname, exc
+            )
+            return {}, None
+        directory = cfg.trusted_nodes_dir
+    if directory is None:
+        return None, None
+    return read_trusted_nodes(directory), directory
+
+
+def mesh_labels(config: Config) -> dict[str, dict[str, str]]:
+    """Public key -> "name|node id" for the mesh peers `show` lists."""
+    iface = mesh_interface(config)
+    if iface is None or config.bmx7 is None:
+        return {}
+    runtime = Bmx7Runtime(config.bmx7.runtime_dir)
+    labels: dict[str, str] = {}
+    try:
+        names = runtime.node_names()
+        for f in runtime.received(config.bmx7.announce):
+            if not f.ok or f.node_id is None or f.data is None:
+                continue
+            try:
+                ann = parse_announcement(f.data)
+            except AnnouncementError:
+                continue
+            labels[ann.public_key] = f"{names.get(f.node_id, '')}|{f.node_id}"
+    except Bmx7WgError:
+        return {}
+    return {iface.name: labels}
+
+
+def withdraw_announcements(config_path: str, interfaces: Iterable[str]) -> None:
+    """On `down`: stop publishing this node's announcement if its interface went away."""
+    from bmx7_wg import config as config_reader
+
+    try:
+        cfg = config_reader.load(config_path)
+    except Bmx7WgError:
+        return
+    iface = mesh_interface(cfg)
+    if iface is None or cfg.bmx7 is None or iface.name not in set(interfaces):
+        return
+    runtime = Bmx7Runtime(cfg.bmx7.runtime_dir)
+    try:
+        runtime.withdraw(cfg.bmx7.announce)
+        runtime.unregister_sms(cfg.bmx7.announce)
+    except Bmx7WgError as exc:
+        log.warning("%s: could not withdraw the mesh announcement: %s", iface.name, exc)
+
+
+def watch_directories(config: Config, trust_dir: str | None = None) -> list[str]:
+    """Directories whose changes mean the mesh view may have changed."""
+    iface = mesh_interface(config)
+    if iface is None or config.bmx7 is None:
+        return []
+    dirs = [os.path.join(config.bmx7.runtime_dir, "sms", "rcvdSms")]
+    if config.bmx7.trust == "bmx7":
+        dirs.append(trust_dir or config.bmx7.trusted_nodes_dir)
+    return dirs

@@ -1,0 +1,37 @@
+"""BMX7 node ids and the IPv6 addresses derived from them."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+NODE_ID_RE = re.compile(r"^[0-9A-Fa-f]{56}$")
+TUNNEL_PREFIX = 0xFD77  # the wg_tun plugin's tunnel prefix, fd77::/16
+PRIMARY_PREFIX = 0xFD70  # bmx7's ipAutoPrefix default, fd70::/16
+MESH_NETWORK = "fd77::/16"
+
+
+def normalize_node_id(text: str) -> str:
+    """Return the canonical upper-case node id, or raise ValueError."""
+    if not NODE_ID_RE.match(text):
+        raise ValueError(f"not a BMX7 node id (56 hex characters): {text[:64]!r}")
+    return text.upper()
+
+
+def _address(prefix: int, node_id: str) -> ipaddress.IPv6Address:
+    suffix = bytes.fromhex(normalize_node_id(node_id))[:14]
+    return ipaddress.IPv6Address(prefix.to_bytes(2, "big") + suffix)
+
+
+def tunnel_address(node_id: str) -> ipaddress.IPv6Address:
+    """fd77::/16 + the first 14 bytes of the node id."""
+    return _address(TUNNEL_PREFIX, node_id)
+
+
+def primary_address(node_id: str) -> ipaddress.IPv6Address:
+    """fd70::/16 + the first 14 bytes of the node id: bmx7's own primary address."""
+    return _address(PRIMARY_PREFIX, node_id)
+
+
+def short_id(node_id: str) -> str:
+    return normalize_node_id(node_id)[:8]

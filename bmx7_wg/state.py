@@ -1,0 +1,96 @@
+"""Desired and observed state of WireGuard interfaces: what the planner compares.
+
+Desired state is built from the configuration (and the mesh); observed state is read
+from the kernel and the WireGuard devices. Both use these plain frozen values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from bmx7_wg.keys import PresharedKey, PrivateKey
+
+Implementation = Literal["kernel", "userspace"]
+
+# Marker written into the interface alias (IFLA_IFALIAS) of every interface bmx7-wg
+# manages, so that an interface dropped from the configuration can still be found
+# and removed, and a foreign interface is never mistaken for ours.
+OWNER_ALIAS = "managed-by=bmx7-wg"
+# Routing protocol number stamped on every route bmx7-wg adds ("bmx7-wg" in
+# /etc/iproute2/rt_protos.d/bmx7-wg.conf); only routes with it are ever removed.
+ROUTE_PROTO = 77
+
+
+@dataclass(frozen=True)
+class Peer:
+    """A WireGuard peer as it should be, or as a device reports it."""
+
+    public_key: str  # base64
+    allowed_ips: frozenset[str] = frozenset()  # canonical CIDR strings
+    endpoint: str | None = None  # "1.2.3.4:51820" / "[fd70::1]:40456"; desired None = leave alone
+    persistent_keepalive: int = 0
+    preshared_key: PresharedKey | None = None
+    # Informational only, never compared:
+    name: str | None = field(default=None, compare=False)
+    source: str = field(default="static", compare=False)  # "static" | "mesh"
+    node_id: str | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class PeerStats:
+    """Runtime facts a device reports about a peer; shown, never planned."""
+
+    last_handshake: float = 0.0  # seconds since the epoch, 0 = never
+    rx_bytes: int = 0
+    tx_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class Device:
+    """The WireGuard part of an interface (keys, port, peers)."""
+
+    private_key: PrivateKey | None = None
+    listen_port: int = 0
+    fwmark: int = 0
+    peers: Mapping[str, Peer] = field(default_factory=dict)  # public key -> peer
+    stats: Mapping[str, PeerStats] = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True)
+class DesiredInterface:
+    name: str
+    implementation: Implementation
+    private_key: PrivateKey
+    listen_port: int | None  # None: leave to the device
+    fwmark: int
+    mtu: int
+    addresses: frozenset[str]  # canonical interface strings "10.9.0.1/24"
+    routes: frozenset[str]  # canonical network strings routed into the interface
+    peers: Mapping[str, Peer]  # public key -> peer
+
+
+@dataclass(frozen=True)
+class ObservedInterface:
+    name: str
+    ifindex: int
+    implementation: Implementation | None  # None: exists but is not WireGuard
+    managed: bool  # carries OWNER_ALIAS
+    mtu: int
+    up: bool
+    addresses: frozenset[str]  # link-local addresses excluded
+    routes: frozenset[str]  # only routes with ROUTE_PROTO
+    device: Device | None  # None when the WireGuard device could not be read
+
+
+@dataclass(frozen=True)
+class DesiredState:
+    interfaces: tuple[DesiredInterface, ...]
+
+
+@dataclass(frozen=True)
+class ObservedState:
+    # Every WireGuard or managed interface in the namespace, plus any interface that
+    # carries a name the configuration declares.
+    interfaces: Mapping[str, ObservedInterface]

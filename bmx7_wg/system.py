@@ -1,0 +1,206 @@
+"""The live system: read observed state and carry out actions.
+
+This is where the planner's actions meet the boundaries: netlink for links, addresses
+and routes; the UAPI socket (wireguard-go) or generic netlink (kernel) for the device.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterable, Mapping
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+from bmx7_wg.actions import (
+    Action,
+    AddAddress,
+    AddRoute,
+    AdoptLink,
+    CreateLink,
+    DeleteLink,
+    DeviceChange,
+    RemoveAddress,
+    RemoveRoute,
+    SetMtu,
+    SetUp,
+)
+from bmx7_wg.errors import ApplyError, Bmx7WgError
+from bmx7_wg.state import (
+    OWNER_ALIAS,
+    ROUTE_PROTO,
+    Device,
+    Implementation,
+    ObservedInterface,
+    ObservedState,
+)
+from bmx7_wg.uapi import UapiClient, format_set
+
+if TYPE_CHECKING:
+    from bmx7_wg.kernelwg import KernelWireGuard
+    from bmx7_wg.netlink import LinkInfo, Netlink
+
+log = logging.getLogger(__name__)
+
+SOCKET_DIR = os.environ.get("BMX7_WG_SOCKET_DIR", "/var/run/wireguard")
+
+
+class System:
+    """One connection to the kernel and the WireGuard devices of this network namespace."""
+
+    def __init__(self, socket_dir: str = SOCKET_DIR) -> None:
+        self.uapi = UapiClient(socket_dir)
+        self.socket_dir = socket_dir
+        self._netlink: Netlink | None = None
+        self._kernel: KernelWireGuard | None = None
+
+    def __enter__(self) -> System:
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._netlink is not None:
+            self._netlink.close()
+            self._netlink = None
+        if self._kernel is not None:
+            self._kernel.close()
+            self._kernel = None
+
+    @property
+    def netlink(self) -> Netlink:
+        if self._netlink is None:
+            from bmx7_wg.netlink import Netlink
+
+            self._netlink = Netlink()
+        return self._netlink
+
+    @property
+    def kernel(self) -> KernelWireGuard:
+        if self._kernel is None:
+            from bmx7_wg.kernelwg import KernelWireGuard
+
+            self._kernel = KernelWireGuard()
+        return self._kernel
+
+    # -- reading -------------------------------------------------------------------
+
+    def implementation_of(self, link: LinkInfo) -> Implementation | None:
+        if link.kind == "wireguard":
+            return "kernel"
+        if link.kind == "tun" and self.uapi.exists(link.name):
+            return "userspace"
+        return None
+
+    def observe(self, declared: Iterable[str], *, all_wireguard: bool = False) -> ObservedState:
+        """Read every managed interface and every declared name (and, for `show`, every
+        WireGuard interface). Foreign interfaces are read, never written."""
+        wanted = set(declared)
+        result: dict[str, ObservedInterface] = {}
+        for name, link in self.netlink.links().items():
+            managed = link.alias == OWNER_ALIAS
+            implementation = self.implementation_of(link)
+            if not (managed or name in wanted or (all_wireguard and implementation)):
+                continue
+            device = None
+            if implementation is not None:
+                device = self.read_device(name, implementation)
+            result[name] = ObservedInterface(
+                name=name,
+                ifindex=link.ifindex,
+                implementation=implementation,
+                managed=managed,
+                mtu=link.mtu,
+                up=link.up,
+                addresses=link.addresses,
+                routes=self.netlink.routes(link.ifindex, ROUTE_PROTO),
+                device=device,
+            )
+        return ObservedState(result)
+
+    def read_device(self, name: str, implementation: Implementation) -> Device:
+        if implementation == "kernel":
+            return self.kernel.get(name)
+        return self.uapi.get(name)
+
+    # -- changing ------------------------------------------------------------------
+
+    def execute(
+        self,
+        actions: list[Action],
+        implementations: Mapping[str, Implementation],
+        on_done: Callable[[Action], None] = lambda a: None,
+    ) -> None:
+        """Run actions in order. Device actions for one interface go out as one change.
+
+        On failure raises ApplyError naming what failed and what was already done; what is
+        done stays done (the next apply plans only the rest)."""
+        done: list[str] = []
+
+        def finished(batch: list[Action]) -> None:
+            for a in batch:
+                done.append(a.describe())
+                on_done(a)
+
+        i = 0
+        while i < len(actions):
+            action = actions[i]
+            j = i + 1
+            if action.device:
+                while j < len(actions) and actions[j].device and actions[j].interface == action.interface:
+                    j += 1
+            batch = actions[i:j]
+            try:
+                if action.device:
+                    change = DeviceChange.collect(action.interface, batch)
+                    self._apply_device(change, implementations[action.interface])
+                else:
+                    self._apply_link(action)
+            except Bmx7WgError as exc:
+                raise ApplyError(f"{exc}", done) from None
+            finished(batch)
+            i = j
+
+    def _apply_device(self, change: DeviceChange, implementation: Implementation) -> None:
+        if implementation == "kernel":
+            self.kernel.apply(change)
+        else:
+            self.uapi.set(change.interface, format_set(change))
+
+    def _apply_link(self, action: Action) -> None:
+        nl = self.netlink
+        name = action.interface
+        if isinstance(action, CreateLink):
+            if action.implementation == "kernel":
+                nl.create_wireguard(name)
+            else:
+                from bmx7_wg.wggo import start as start_wireguard_go
+
+                start_wireguard_go(name, self.socket_dir)
+                nl.wait_for_link(name)
+                # wireguard-go's tun would get an fe80 address at link-up; kernel
+                # WireGuard gets none. Keep both alike.
+                nl.disable_ipv6_autoconf(name)
+            # Mark it at once: if anything later fails, the next apply still knows it is ours.
+            nl.set_alias(name, OWNER_ALIAS)
+        elif isinstance(action, AdoptLink):
+            nl.set_alias(name, OWNER_ALIAS)
+        elif isinstance(action, DeleteLink):
+            nl.delete(name)
+        elif isinstance(action, SetMtu):
+            nl.set_mtu(name, action.mtu)
+        elif isinstance(action, SetUp):
+            nl.set_up(name)
+        elif isinstance(action, AddAddress):
+            nl.add_address(name, action.address)
+        elif isinstance(action, RemoveAddress):
+            nl.remove_address(name, action.address)
+        elif isinstance(action, AddRoute):
+            nl.add_route(name, action.network, ROUTE_PROTO)
+        elif isinstance(action, RemoveRoute):
+            nl.remove_route(name, action.network, ROUTE_PROTO)
+        else:  # pragma: no cover - every action kind is handled above
+            raise TypeError(f"unknown action {action!r}")

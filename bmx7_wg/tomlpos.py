@@ -1,0 +1,314 @@
+"""Where each key and value of a TOML document is written: (line, column) by key path.
+
+`tomllib` parses a document but forgets positions, and configuration errors must say
+`file:line:col`. This module re-reads text that `tomllib` has already accepted, so it
+can be a small lenient scanner rather than a second parser: it only has to find where
+keys and values start, never to decide whether the document is valid. On text that is
+not valid TOML it still terminates, with positions that may be incomplete.
+
+Key paths are tuples as the parsed document nests them: table and key names are
+strings, array indexes are ints. `[[interface.wg0.peer]]` tables are counted per array,
+so the second peer's key is ("interface", "wg0", "peer", 1, "public_key").
+Lines and columns count from 1, columns in characters, as `tomllib` reports them.
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+import tomllib
+from dataclasses import dataclass
+
+KeyPath = tuple[str | int, ...]
+Position = tuple[int, int]
+
+_BLANK = re.compile(r"[ \t]*")
+# Inside arrays and inline tables: blanks, line breaks and comments, in any number.
+_FILLER = re.compile(r"(?:[ \t\r\n]+|#[^\n]*)*")
+_COMMENT_OR_BLANK = re.compile(r"[ \t]*(?:#[^\n]*)?")
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+# The usual line, `name = value`, read in one step: large peer lists are made of them.
+_SIMPLE_KEY = re.compile(r"([A-Za-z0-9_-]+)[ \t]*=[ \t]*")
+_BASIC_STRING = re.compile(r'"(?:[^"\\\n]|\\.)*"')
+_LITERAL_STRING = re.compile(r"'[^'\n]*'")
+# Numbers, booleans and date-times run up to the next delimiter; only their start matters.
+_SCALAR = re.compile(r"[^,\]}#\r\n]*")
+
+
+@dataclass(frozen=True)
+class SourceMap:
+    """Positions of keys and values in one document."""
+
+    keys: dict[KeyPath, Position]
+    values: dict[KeyPath, Position]
+
+    def key(self, path: KeyPath) -> Position:
+        """Where the key of `path` is written, or, for a path not written (a default), of its
+        nearest written ancestor; (1, 1) if none is."""
+        while path:
+            found = self.keys.get(path)
+            if found is not None:
+                return found
+            path = path[:-1]
+        return (1, 1)
+
+    def value(self, path: KeyPath) -> Position:
+        """Where the value of `path` starts; where its key is if it has no written value
+        (a table made by a `[header]`)."""
+        found = self.values.get(path)
+        return found if found is not None else self.key(path)
+
+
+def scan(text: str) -> SourceMap:
+    """Map every key path of a valid TOML document to where its key and its value start.
+
+    Array elements are keys too: ("interface", "wg0", "addresses", 1) is where the second
+    address is written, in single- and multi-line arrays alike.
+    """
+    scanner = _Scanner(text)
+    scanner.document()
+    return SourceMap(keys=scanner.keys, values=scanner.values)
+
+
+def _unquote_basic(token: str) -> str:
+    # Basic strings have escapes (\n, \u00e9, ...); tomllib decodes them exactly as it did
+    # when it parsed the document, and quoted keys are rare enough for this to cost nothing.
+    value = tomllib.loads(f"k = {token}")["k"]
+    return value if isinstance(value, str) else token
+
+
+class _Scanner:
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.end = len(text)
+        self.i = 0
+        self.keys: dict[KeyPath, Position] = {}
+        self.values: dict[KeyPath, Position] = {}
+        # How many [[tables]] each array of tables has so far, by resolved path.
+        self._array_lengths: dict[KeyPath, int] = {}
+        self._line_starts = [0] + [m.end() for m in re.finditer("\n", text)]
+
+    def position(self, offset: int) -> Position:
+        line = bisect.bisect_right(self._line_starts, offset)
+        return line, offset - self._line_starts[line - 1] + 1
+
+    def _skip(self, pattern: re.Pattern[str]) -> None:
+        match = pattern.match(self.text, self.i)
+        if match:
+            self.i = match.end()
+
+    def _skip_line(self) -> None:
+        newline = self.text.find("\n", self.i)
+        self.i = self.end if newline < 0 else newline + 1
+
+    def document(self) -> None:
+        table: KeyPath = ()
+        while True:
+            self._skip(_FILLER)
+            if self.i >= self.end:
+                return
+            if self.text.startswith("[[", self.i):
+                self.i += 2
+                table = self._array_table_header()
+            elif self.text[self.i] == "[":
+                self.i += 1
+                table = self._table_header()
+            elif not self._key_value(table):
+                self._skip_line()
+                continue
+            self._skip(_COMMENT_OR_BLANK)
+            if self.i < self.end and self.text[self.i] not in "\r\n":
+                # Not valid TOML; keep going at the next line rather than guess.
+                self._skip_line()
+
+    # Keys ------------------------------------------------------------------------------
+
+    def _key_part(self) -> tuple[str, int] | None:
+        start = self.i
+        if start >= self.end:
+            return None
+        first = self.text[start]
+        if first == '"':
+            match = _BASIC_STRING.match(self.text, start)
+            name = _unquote_basic(match.group()) if match else None
+        elif first == "'":
+            match = _LITERAL_STRING.match(self.text, start)
+            name = match.group()[1:-1] if match else None
+        else:
+            match = _BARE_KEY.match(self.text, start)
+            name = match.group() if match else None
+        if match is None or name is None:
+            return None
+        self.i = match.end()
+        return name, start
+
+    def _dotted_key(self) -> list[tuple[str, int]]:
+        parts: list[tuple[str, int]] = []
+        while True:
+            self._skip(_BLANK)
+            part = self._key_part()
+            if part is None:
+                return parts
+            parts.append(part)
+            self._skip(_BLANK)
+            if not self.text.startswith(".", self.i):
+                return parts
+            self.i += 1
+
+    def _resolve(self, parts: list[tuple[str, int]]) -> KeyPath:
+        """The concrete path a header names: each array of tables on the way stands for
+        its last table so far, as TOML defines it."""
+        path: KeyPath = ()
+        for name, offset in parts:
+            path += (name,)
+            self.keys.setdefault(path, self.position(offset))
+            length = self._array_lengths.get(path)
+            if length:
+                path += (length - 1,)
+        return path
+
+    def _table_header(self) -> KeyPath:
+        parts = self._dotted_key()
+        path = self._resolve(parts)
+        if parts and path[-1] == parts[-1][0]:
+            # The header defines this table; an earlier [a.b.c] only implied [a.b].
+            self.keys[path] = self.position(parts[-1][1])
+        self._skip(_BLANK)
+        if self.text.startswith("]", self.i):
+            self.i += 1
+        return path
+
+    def _array_table_header(self) -> KeyPath:
+        parts = self._dotted_key()
+        if not parts:
+            return ()
+        name, offset = parts[-1]
+        array = (*self._resolve(parts[:-1]), name)
+        index = self._array_lengths.get(array, 0)
+        self._array_lengths[array] = index + 1
+        where = self.position(offset)
+        self.keys.setdefault(array, where)
+        self.keys[(*array, index)] = where
+        self._skip(_BLANK)
+        if self.text.startswith("]]", self.i):
+            self.i += 2
+        return (*array, index)
+
+    def _key_value(self, table: KeyPath) -> bool:
+        """Read `a.b = value` into `table`; False if there is no key here."""
+        simple = _SIMPLE_KEY.match(self.text, self.i)
+        if simple:
+            path = (*table, simple[1])
+            self.keys[path] = self.position(self.i)
+            self.i = simple.end()
+            self._value(path)
+            return True
+        parts = self._dotted_key()
+        if not parts:
+            return False
+        path = table
+        for name, offset in parts[:-1]:
+            path += (name,)
+            self.keys.setdefault(path, self.position(offset))
+        name, offset = parts[-1]
+        path += (name,)
+        self.keys[path] = self.position(offset)
+        self._skip(_BLANK)
+        if self.text.startswith("=", self.i):
+            self.i += 1
+        self._skip(_BLANK)
+        self._value(path)
+        return True
+
+    # Values ----------------------------------------------------------------------------
+
+    def _value(self, path: KeyPath) -> None:
+        if self.i >= self.end:
+            return
+        self.values[path] = self.position(self.i)
+        text, i = self.text, self.i
+        if text.startswith('"""', i):
+            self._multiline_basic()
+        elif text.startswith("'''", i):
+            self._multiline_literal()
+        elif text[i] in "\"'":
+            match = (_BASIC_STRING if text[i] == '"' else _LITERAL_STRING).match(text, i)
+            self.i = match.end() if match else i + 1
+        elif text[i] == "[":
+            self._array(path)
+        elif text[i] == "{":
+            self._inline_table(path)
+        else:
+            self._skip(_SCALAR)
+
+    def _array(self, path: KeyPath) -> None:
+        self.i += 1
+        index = 0
+        while True:
+            self._skip(_FILLER)
+            if self.i >= self.end:
+                return
+            char = self.text[self.i]
+            if char == "]":
+                self.i += 1
+                return
+            if char == ",":
+                self.i += 1
+                continue
+            start = self.i
+            element = (*path, index)
+            self.keys[element] = self.position(start)
+            self._value(element)
+            index += 1
+            if self.i == start:
+                self.i += 1  # not valid TOML: make progress anyway
+
+    def _inline_table(self, path: KeyPath) -> None:
+        self.i += 1
+        while True:
+            # Line breaks are not allowed in TOML 1.0 inline tables, but cost nothing to accept.
+            self._skip(_FILLER)
+            if self.i >= self.end:
+                return
+            char = self.text[self.i]
+            if char == "}":
+                self.i += 1
+                return
+            if char == ",":
+                self.i += 1
+                continue
+            start = self.i
+            if not self._key_value(path) or self.i == start:
+                self.i = start + 1
+
+    def _closing_quotes(self, at: int, quote: str) -> None:
+        # A multi-line string may end with up to two quotes of content before its
+        # delimiter: '''a''''' is "a''".
+        end = at + 3
+        extra = 0
+        while extra < 2 and self.text.startswith(quote, end):
+            end += 1
+            extra += 1
+        self.i = end
+
+    def _multiline_basic(self) -> None:
+        search = self.i + 3
+        while True:
+            at = self.text.find('"""', search)
+            if at < 0:
+                self.i = self.end
+                return
+            backslashes = 0
+            while self.text[at - 1 - backslashes] == "\\":
+                backslashes += 1
+            if backslashes % 2 == 0:
+                self._closing_quotes(at, '"')
+                return
+            search = at + 1  # an escaped quote, \", is content
+
+    def _multiline_literal(self) -> None:
+        at = self.text.find("'''", self.i + 3)
+        if at < 0:
+            self.i = self.end
+            return
+        self._closing_quotes(at, "'")

@@ -1,0 +1,287 @@
+"""Mesh mode end to end: bmx7-wg on every node of a stand-in BMX7 mesh (namespaces).
+
+The stand-in (tests/bmx7sim) plays bmx7: json/status, the control socket, SMS delivery
+from sendSms/ to the other nodes' rcvdSms/<NODEID>:NAME, trusted nodes. WireGuard,
+the namespaces and the fd70 underlay are real.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bmx7_wg.nodeid import tunnel_address
+from tests.bmx7sim.netns import Mesh, MeshNode
+from tests.bmx7sim.sim import SimNode
+from tests.conftest import bmx7_wg_command, child_env
+from tests.integration.netns import BACKEND
+
+pytestmark = pytest.mark.root
+
+
+class Node:
+    """A mesh node with bmx7-wg on it."""
+
+    def __init__(self, mesh: Mesh, node: MeshNode, workdir: Path) -> None:
+        self.mesh = mesh
+        self.node = node
+        self.ifname = f"wm{mesh.token}{node.index + 1}"
+        self.config_path = workdir / f"{node.netns}.toml"
+        self.key_path = workdir / f"{node.netns}.key"
+        self.tunnel_ip = str(tunnel_address(node.node_id))
+
+    def configure(self, *, trust: str = "bmx7", bmx7_extra: str = "", iface_extra: str = "") -> None:
+        self.config_path.write_text(
+            f"""[bmx7]
+runtime_dir = "{self.node.runtime_dir}"
+announce = "wg-bmx7"
+trust = "{trust}"
+{bmx7_extra}
+
+[interface.{self.ifname}]
+mesh = true
+private_key_file = "{self.key_path}"
+backend = "{BACKEND}"
+{iface_extra}
+"""
+        )
+
+    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        cmd = ["ip", "netns", "exec", self.node.netns, *bmx7_wg_command(), "-c", str(self.config_path), *args]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=child_env(), timeout=120)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"{args} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def apply(self) -> dict:  # type: ignore[type-arg]
+        return json.loads(self.run("apply", "--json").stdout)
+
+    def peers(self) -> dict[str, dict]:  # type: ignore[type-arg]
+        shown = json.loads(self.run("show", self.ifname, "--json").stdout)["interfaces"][0]
+        return {p["node_id"]: p for p in shown["peers"] if p.get("node_id")}
+
+    def ping(self, address: str) -> bool:
+        proc = subprocess.run(
+            [
+                "ip",
+                "netns",
+                "exec",
+                self.node.netns,
+                "ping",
+                "-6",
+                "-c",
+                "2",
+                "-i",
+                "0.2",
+                "-W",
+                "2",
+                "-w",
+                "10",
+                address,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        return proc.returncode == 0
+
+    def received(self) -> set[str]:
+        return set(os.listdir(os.path.join(self.node.runtime_dir, "sms", "rcvdSms")))
+
+
+@pytest.fixture
+def mesh3(tmp_path: Path) -> Iterator[list[Node]]:
+    with Mesh(n=3, delay=0.3) as mesh:
+        nodes = [Node(mesh, n, tmp_path) for n in mesh.nodes]
+        try:
+            yield nodes
+        finally:
+            for n in nodes:
+                n.run("down", check=False)
+
+
+def wait_for(predicate, timeout: float = 10.0) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def converge(nodes: list[Node]) -> None:
+    """Apply everywhere (publishing announcements), wait for delivery, apply again."""
+    for n in nodes:
+        n.configure()
+        n.apply()
+    expected = len(nodes) - 1
+    assert wait_for(lambda: all(len(n.received()) == expected for n in nodes)), [n.received() for n in nodes]
+    for n in nodes:
+        n.apply()
+
+
+def test_three_nodes_form_a_full_mesh(mesh3: list[Node]) -> None:
+    converge(mesh3)
+    for n in mesh3:
+        peers = n.peers()
+        assert set(peers) == {o.node.node_id for o in mesh3 if o is not n}
+        for o in mesh3:
+            if o is n:
+                continue
+            p = peers[o.node.node_id]
+            assert p["tunnel_address"] == o.tunnel_ip
+            assert p["allowed_ips"] == [f"{o.tunnel_ip}/128"]
+            assert p["endpoint"] == f"[{o.node.primary_ip}]:40456"
+            assert p["name"] == o.node.name
+            assert n.ping(o.tunnel_ip), f"{n.node.name} -> {o.node.name}"
+    # Idempotent: nothing left to change anywhere.
+    for n in mesh3:
+        assert n.apply()["changed"] is False
+
+
+def test_announcement_is_small_versioned_and_registered(mesh3: list[Node]) -> None:
+    a = mesh3[0]
+    a.configure()
+    result = a.apply()
+    kinds = [x["action"] for x in result["actions"]]
+    assert "publish_announcement" in kinds and "register_sms" in kinds
+    path = os.path.join(a.node.runtime_dir, "sms", "sendSms", "wg-bmx7")
+    data = Path(path).read_bytes()
+    assert len(data) < 1024
+    assert data.startswith(b"bmx7-wg 1\n")
+    assert b"fd77" not in data and a.tunnel_ip.encode() not in data  # never an address
+    assert "wg-bmx7" in a.node.sim.live_sms
+    # down withdraws the announcement
+    a.run("down")
+    assert not os.path.exists(path)
+    assert "wg-bmx7" not in a.node.sim.live_sms
+
+
+def test_untrusted_and_denied_nodes_get_no_peer(tmp_path: Path) -> None:
+    with Mesh(n=3, delay=0.2, trusted_nodes_dir=True) as mesh:
+        nodes = [Node(mesh, n, tmp_path) for n in mesh.nodes]
+        try:
+            a, b, c = nodes
+            trusted = mesh.nodes[0].sim.trusted_nodes_dir
+            assert trusted
+            Path(trusted, b.node.node_id).touch()  # a trusts only b (bmx7 trust level 2)
+            for n in nodes:
+                n.configure()
+                n.apply()
+            assert wait_for(lambda: len(a.received()) == 2)
+            result = a.apply()
+            refused = {r["node_id"]: r["reason"] for r in result.get("refused", [])}
+            assert c.node.node_id in refused and "trust" in refused[c.node.node_id]
+            assert set(a.peers()) == {b.node.node_id}
+            # b loses trust: its peer goes on the next reconcile
+            os.unlink(os.path.join(trusted, b.node.node_id))
+            result = a.apply()
+            assert [x["action"] for x in result["actions"] if x["action"] == "remove_peer"] == ["remove_peer"]
+            assert a.peers() == {}
+            # trust = "all" with b denied: only c
+            a.configure(trust="all", bmx7_extra=f'denied = ["{b.node.node_id}"]')
+            a.apply()
+            assert set(a.peers()) == {c.node.node_id}
+        finally:
+            for n in nodes:
+                n.run("down", check=False)
+
+
+def _hostile_node(mesh: Mesh, tmp: Path, name: str, payload: bytes) -> SimNode:
+    """A node of the stand-in mesh (no namespace, no bmx7-wg) that publishes `payload`."""
+    node = SimNode(str(tmp / name / "run"), name, sync_sms=("wg-bmx7",))
+    mesh.sim.add(node)
+    Path(node.runtime_dir, "sms", "sendSms", "wg-bmx7").write_bytes(payload)
+    return node
+
+
+def test_hostile_announcements_are_refused(mesh3: list[Node], tmp_path: Path) -> None:
+    converge(mesh3)
+    a, b, c = mesh3
+    rcvd = os.path.join(a.node.runtime_dir, "sms", "rcvdSms")
+    b_payload = Path(rcvd, f"{b.node.node_id}:wg-bmx7").read_bytes()
+    sim = mesh3[0].mesh
+    thief = _hostile_node(sim, tmp_path, "thief", b_payload)  # claims b's public key
+    junk = _hostile_node(sim, tmp_path, "junk", b"\x00\xffgarbage")
+    big = _hostile_node(sim, tmp_path, "big", b"bmx7-wg 1\n" + b"x" * 70000)
+    other_key = a.run("genkey").stdout.strip()
+    import base64
+
+    assert len(base64.b64decode(other_key)) == 32
+    greedy_pub = subprocess.run(
+        [*bmx7_wg_command(), "pubkey"], input=other_key, capture_output=True, text=True, env=child_env()
+    ).stdout.strip()
+    greedy = _hostile_node(
+        sim, tmp_path, "greedy", f"bmx7-wg 1\nkey {greedy_pub}\nport 40456\nnet 0.0.0.0/0\n".encode()
+    )
+    hostile = {thief.node_id, junk.node_id, big.node_id, greedy.node_id}
+    assert wait_for(lambda: {f"{h}:wg-bmx7" for h in hostile} <= a.received())
+    result = a.apply()
+    refused = {r["node_id"]: r["reason"] for r in result["refused"]}
+    assert {thief.node_id, junk.node_id, big.node_id, greedy.node_id} <= set(refused), refused
+    assert "also claimed" in refused[thief.node_id] and "also claimed" in refused[b.node.node_id]
+    assert "accept_networks" in refused[greedy.node_id]
+    peers = a.peers()
+    # b's key is claimed twice: neither node gets it; c is unaffected; greedy gets only its /128
+    assert b.node.node_id not in peers and thief.node_id not in peers
+    assert c.node.node_id in peers
+    assert peers[greedy.node_id]["allowed_ips"] == [f"{tunnel_address(greedy.node_id)}/128"]
+    assert "0.0.0.0/0" not in a.run("show").stdout
+    assert a.ping(c.tunnel_ip)
+    # The thief leaves: b gets its peer back.
+    thief.stop()
+    assert wait_for(lambda: f"{thief.node_id}:wg-bmx7" not in a.received())
+    a.apply()
+    assert b.node.node_id in a.peers()
+    assert a.ping(b.tunnel_ip)
+
+
+def test_key_change_is_followed(mesh3: list[Node]) -> None:
+    converge(mesh3)
+    a, b, _ = mesh3
+    old = a.peers()[b.node.node_id]["public_key"]
+    b.run("down")
+    b.key_path.unlink()
+    b.apply()  # new key file, new announcement
+    announcement = os.path.join(a.node.runtime_dir, "sms", "rcvdSms", f"{b.node.node_id}:wg-bmx7")
+
+    def new_key_arrived() -> bool:
+        try:
+            data = Path(announcement).read_bytes()
+        except FileNotFoundError:
+            return False
+        return old.encode() not in data and b"key " in data
+
+    assert wait_for(new_key_arrived)
+    a.apply()
+    new = a.peers()[b.node.node_id]["public_key"]
+    assert new != old
+    assert a.ping(b.tunnel_ip)
+
+
+def test_a_node_that_leaves_loses_its_peer(mesh3: list[Node]) -> None:
+    converge(mesh3)
+    a, b, _ = mesh3
+    b.node.sim.stop()  # bmx7 on b goes away: the others drop its SMS
+    assert wait_for(lambda: f"{b.node.node_id}:wg-bmx7" not in a.received())
+    a.apply()
+    assert b.node.node_id not in a.peers()
+
+
+def test_without_bmx7_static_peers_still_apply(tmp_path: Path) -> None:
+    with Mesh(n=1, delay=0.2) as mesh:
+        n = Node(mesh, mesh.nodes[0], tmp_path)
+        mesh.nodes[0].sim.stop()
+        try:
+            n.configure()
+            proc = n.run("apply", "--json")
+            assert "bmx7 is not running" in proc.stderr
+            assert json.loads(proc.stdout)["changed"] is True
+        finally:
+            n.run("down", check=False)

@@ -1,0 +1,226 @@
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bmx7_wg.bmx7 import (
+    Bmx7CommandError,
+    Bmx7Runtime,
+    Bmx7Unavailable,
+    NodeInfo,
+    Parameter,
+    parse_parameters_json,
+    parse_parameters_text,
+    parse_status,
+    parse_trust_file_name,
+    read_trusted_nodes,
+)
+from tests.bmx7sim import SimMesh, SimNode
+
+FIXTURES = Path(__file__).resolve().parents[1] / "bmx7sim" / "fixtures"
+N1 = "CAD0870E071C0642EBCA29759284D05B7B17A9887A8F6B2BC2D42CA5"
+N2 = "89888EDF9B64A255C3AB1CD3CA9AA706C83DFBF9BDD04CCC70914889"
+
+
+# ------------------------------------------------------------------ parsers, on real output
+
+def test_parse_status_fixture() -> None:
+    info = parse_status((FIXTURES / "n1-json" / "status").read_text())
+    assert info == NodeInfo(N1, "node1", "fd70:cad0:870e:71c:642:ebca:2975:9284")
+    jshow = (FIXTURES / "n1-jshow.txt").read_text().splitlines()[1]
+    assert parse_status(jshow) == info
+
+
+def test_parse_status_garbage() -> None:
+    with pytest.raises(Bmx7CommandError):
+        parse_status("{ \"status\": { } }")
+    with pytest.raises(Bmx7CommandError):
+        parse_status("nope")
+
+
+def test_parse_parameters_text_fixture() -> None:
+    params = parse_parameters_text((FIXTURES / "n1-parameters.txt").read_text())
+    assert params[0] == Parameter("runtimeDir", "/run/bmx7-lab/n1/run")
+    assert Parameter("nodeRsaKey", "6", (("keyPath", "/run/bmx7-lab/n1/etc/rsa.der"),)) in params
+    assert [p.value for p in params if p.name == "plugin"][:2] == ["bmx7_json.so", "bmx7_sms.so"]
+    assert not [p for p in params if p.name in ("syncSms", "trustedNodesDir")]
+    # The same node later, with an SMS registered and a tunnel option with a child.
+    later = (FIXTURES / "sms-tests.txt").read_text().split("### n1 parameters (-c parameters)\n")[1]
+    params = parse_parameters_text(later)
+    assert [p.value for p in params if p.name == "syncSms"] == ["wgkey"]
+    assert Parameter("tunOut", "any6", (("network", "2001:db8::/32"),)) in params
+
+
+def test_parse_parameters_json_fixture() -> None:
+    n1 = parse_parameters_json((FIXTURES / "n1-json" / "parameters").read_text())
+    assert [p.value for p in n1 if p.name == "syncSms"] == ["wgkey"]
+    n2 = parse_parameters_json((FIXTURES / "n2-json" / "parameters").read_text())
+    assert [p.value for p in n2 if p.name == "trustedNodesDir"] == ["/run/bmx7-lab/n2/etc/trustedNodes"]
+    assert [p.value for p in n2 if p.name == "dev"] == ["bx2", "bx3a"]
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        (N1, (N1, 2)),
+        (N1.lower(), (N1, 2)),
+        (f"{N1}.trust=2.support=2", (N1, 2)),
+        (f"{N1}.trust=3.support=3", (N1, 3)),
+        (f"{N1}.trust=0", (N1, 0)),
+        (f"{N1}.support=0", (N1, 2)),
+        (f"{N1}.trust=1", None),  # "recommended" is not allowed in file names
+        (f"{N1}.trust=4", None),
+        (f"{N1}.trust=22", None),
+        (N1[:55], None),
+        ("Z" + N1[1:], None),
+        (".", None),
+        ("README", None),
+    ],
+)
+def test_trust_file_names(name: str, expected: tuple[str, int] | None) -> None:
+    assert parse_trust_file_name(name) == expected
+
+
+def test_read_trusted_nodes(tmp_path: Path) -> None:
+    for name in (f"{N1}.trust=3.support=3", f"{N2}.trust=0", "junk", f"{N1}.trust=2"):
+        (tmp_path / name).touch()
+    assert read_trusted_nodes(str(tmp_path)) == {N1: 2, N2: 0}  # lowest of duplicates
+    assert read_trusted_nodes(str(tmp_path / "missing")) == {}
+
+
+# ------------------------------------------------------------------ files
+
+@pytest.fixture
+def runtime(tmp_path: Path) -> Bmx7Runtime:
+    for sub in ("sms/sendSms", "sms/rcvdSms", "json/originators"):
+        (tmp_path / sub).mkdir(parents=True)
+    return Bmx7Runtime(str(tmp_path), timeout=1)
+
+
+def test_received_reads_and_refuses(runtime: Bmx7Runtime, tmp_path: Path) -> None:
+    rcvd = tmp_path / "sms" / "rcvdSms"
+    (rcvd / f"{N1}:wg-bmx7").write_bytes(b"hello")
+    (rcvd / f"{N1}:other").write_bytes(b"not ours")
+    (rcvd / f"{N2}:wg-bmx7").symlink_to("/etc/passwd")
+    (rcvd / f"{'A' * 56}:wg-bmx7").write_bytes(b"x" * 2000)
+    (rcvd / "garbage:wg-bmx7").write_bytes(b"x")
+    os.mkfifo(rcvd / f"{'B' * 56}:wg-bmx7")
+    (rcvd / f"{'C' * 56}:wg-bmx7").mkdir()
+    files = {f.file_name: f for f in runtime.received("wg-bmx7")}
+    assert set(files) == {f"{N1}:wg-bmx7", f"{N2}:wg-bmx7", f"{'A' * 56}:wg-bmx7",
+                          "garbage:wg-bmx7", f"{'B' * 56}:wg-bmx7", f"{'C' * 56}:wg-bmx7"}
+    ok = files[f"{N1}:wg-bmx7"]
+    assert ok.ok and ok.node_id == N1 and ok.data == b"hello"
+    assert files[f"{N2}:wg-bmx7"].refusal == "is a symbolic link"
+    assert "too large" in (files[f"{'A' * 56}:wg-bmx7"].refusal or "")
+    assert files["garbage:wg-bmx7"].node_id is None
+    assert files[f"{'B' * 56}:wg-bmx7"].refusal == "is not a regular file"
+    assert not files[f"{'C' * 56}:wg-bmx7"].ok
+
+
+def test_received_without_directory(tmp_path: Path) -> None:
+    assert Bmx7Runtime(str(tmp_path)).received("wg-bmx7") == []
+
+
+def test_publish_is_atomic_and_idempotent(runtime: Bmx7Runtime, tmp_path: Path) -> None:
+    path = tmp_path / "sms" / "sendSms" / "wg-bmx7"
+    assert runtime.publish("wg-bmx7", b"one")
+    first = path.stat().st_ino
+    assert not runtime.publish("wg-bmx7", b"one")
+    assert path.stat().st_ino == first  # unchanged: not rewritten
+    assert runtime.publish("wg-bmx7", b"two")
+    assert path.read_bytes() == b"two"
+    assert os.listdir(tmp_path / "sms" / "sendSms") == ["wg-bmx7"]
+    assert oct(path.stat().st_mode & 0o777) == "0o644"
+    assert runtime.withdraw("wg-bmx7")
+    assert not runtime.withdraw("wg-bmx7")
+
+
+def test_publish_without_sms_plugin(tmp_path: Path) -> None:
+    with pytest.raises(Bmx7Unavailable, match="SMS plugin"):
+        Bmx7Runtime(str(tmp_path)).publish("wg-bmx7", b"x")
+
+
+def test_bad_sms_names_are_refused(runtime: Bmx7Runtime) -> None:
+    for name in ("", "a" * 16, "a b", "a/b", "x#"):
+        with pytest.raises(ValueError):
+            runtime.publish(name, b"x")
+
+
+# ------------------------------------------------------------------ socket
+
+def test_not_running_is_clear(tmp_path: Path) -> None:
+    runtime = Bmx7Runtime(str(tmp_path), timeout=0.5)
+    assert not runtime.running()
+    with pytest.raises(Bmx7Unavailable) as info:
+        runtime.own_node()
+    assert str(info.value).startswith(f"bmx7 is not running (no answer on {tmp_path}/sock")
+    assert str(info.value).endswith("mesh peers are skipped")
+
+
+def test_stale_socket_is_not_running(tmp_path: Path) -> None:
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(str(tmp_path / "sock"))
+    stale.close()  # the file stays, nobody listens: like a killed bmx7
+    assert not Bmx7Runtime(str(tmp_path), timeout=0.5).running()
+
+
+def test_own_node_falls_back_to_json_status(tmp_path: Path) -> None:
+    (tmp_path / "json").mkdir()
+    (tmp_path / "json" / "status").write_bytes((FIXTURES / "n1-json" / "status").read_bytes())
+    assert Bmx7Runtime(str(tmp_path), timeout=0.5).own_node().node_id == N1
+
+
+def test_hung_daemon_times_out(tmp_path: Path) -> None:
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(tmp_path / "sock"))
+    server.listen(1)  # accepts (by the kernel) but never answers
+    try:
+        with pytest.raises(Bmx7Unavailable, match="no answer within"):
+            Bmx7Runtime(str(tmp_path), timeout=0.3).command("parameters")
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def sim(tmp_path: Path) -> Iterator[SimNode]:
+    mesh = SimMesh(delay=0.0)
+    node = mesh.add(SimNode(str(tmp_path / "run"), "node1",
+                            trusted_nodes_dir=str(tmp_path / "trusted")))
+    (tmp_path / "trusted").mkdir()
+    try:
+        yield node
+    finally:
+        mesh.stop()
+
+
+def test_socket_commands_against_stand_in(sim: SimNode) -> None:
+    runtime = Bmx7Runtime(sim.runtime_dir)
+    assert runtime.running()
+    assert runtime.own_node() == NodeInfo(sim.node_id, "node1", sim.primary_ip)
+    assert sim.commands[-1] == "jshow=status  #"  # exactly what `bmx7 -c jshow=status` sends
+    assert runtime.node_names() == {sim.node_id: "node1"}
+    assert runtime.trusted_nodes_dir() == sim.trusted_nodes_dir
+    assert runtime.trust_levels() == {}
+
+
+def test_register_sms_only_once(sim: SimNode) -> None:
+    runtime = Bmx7Runtime(sim.runtime_dir)
+    assert runtime.register_sms("wg-bmx7")
+    assert sim.commands[-1] == "syncSms=wg-bmx7  #"
+    assert sim.live_sms == ["wg-bmx7"]
+    count = len(sim.commands)
+    assert not runtime.register_sms("wg-bmx7")
+    assert [c for c in sim.commands[count:] if c.startswith("syncSms")] == []
+    assert runtime.unregister_sms("wg-bmx7")
+    assert sim.live_sms == []
+    assert not runtime.unregister_sms("wg-bmx7")
+
+
+def test_refused_command_is_an_error(sim: SimNode) -> None:
+    with pytest.raises(Bmx7CommandError, match="invalid argument"):
+        Bmx7Runtime(sim.runtime_dir).command("syncSms=abcdefghijklmnopq")

@@ -1,0 +1,293 @@
+"""The planner: table-driven cases, minimality, order, and scale."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from bmx7_wg.actions import (
+    AddAddress,
+    AddPeer,
+    AddRoute,
+    AdoptLink,
+    CreateLink,
+    DeleteLink,
+    RemoveAddress,
+    RemovePeer,
+    RemoveRoute,
+    SetFwmark,
+    SetListenPort,
+    SetMtu,
+    SetPrivateKey,
+    SetUp,
+    UpdatePeer,
+)
+from bmx7_wg.errors import ConflictError
+from bmx7_wg.keys import PresharedKey, PrivateKey, encode_key
+from bmx7_wg.planner import plan
+from bmx7_wg.state import (
+    DesiredInterface,
+    DesiredState,
+    Device,
+    ObservedInterface,
+    ObservedState,
+    Peer,
+)
+
+KEY = PrivateKey(bytes(range(32)))
+OTHER_KEY = PrivateKey(bytes(range(1, 33)))
+
+
+def pub(n: int) -> str:
+    return encode_key(n.to_bytes(32, "big"))
+
+
+PEER_A = Peer(pub(1), frozenset({"10.9.1.0/24"}), "192.0.2.1:51820", 25)
+PEER_B = Peer(pub(2), frozenset({"10.9.2.0/24"}), None, 0)
+
+
+def want(**kw: object) -> DesiredInterface:
+    base = DesiredInterface(
+        name="wg0",
+        implementation="userspace",
+        private_key=KEY,
+        listen_port=51820,
+        fwmark=0,
+        mtu=1420,
+        addresses=frozenset({"10.9.0.1/24"}),
+        routes=frozenset({"10.9.1.0/24"}),
+        peers={PEER_A.public_key: PEER_A},
+    )
+    return replace(base, **kw)  # type: ignore[arg-type]
+
+
+def have(**kw: object) -> ObservedInterface:
+    """An interface that matches want() exactly."""
+    device = Device(private_key=KEY, listen_port=51820, fwmark=0, peers={PEER_A.public_key: PEER_A})
+    base = ObservedInterface(
+        name="wg0",
+        ifindex=7,
+        implementation="userspace",
+        managed=True,
+        mtu=1420,
+        up=True,
+        addresses=frozenset({"10.9.0.1/24"}),
+        routes=frozenset({"10.9.1.0/24"}),
+        device=device,
+    )
+    return replace(base, **kw)  # type: ignore[arg-type]
+
+
+def run(desired: list[DesiredInterface], observed: list[ObservedInterface]) -> list[object]:
+    return list(plan(DesiredState(tuple(desired)), ObservedState({o.name: o for o in observed})))
+
+
+def dev(**kw: object) -> Device:
+    base = Device(private_key=KEY, listen_port=51820, fwmark=0, peers={PEER_A.public_key: PEER_A})
+    return replace(base, **kw)  # type: ignore[arg-type]
+
+
+CASES = [
+    ("unchanged system: nothing to do", [want()], [have()], []),
+    (
+        "new interface: create, configure, up, route",
+        [want()],
+        [],
+        [
+            CreateLink("wg0", implementation="userspace"),
+            SetMtu("wg0", mtu=1420),
+            SetPrivateKey("wg0", private_key=KEY, public_key=KEY.public_key()),
+            SetListenPort("wg0", listen_port=51820),
+            AddPeer("wg0", peer=PEER_A),
+            AddAddress("wg0", address="10.9.0.1/24"),
+            SetUp("wg0"),
+            AddRoute("wg0", network="10.9.1.0/24"),
+        ],
+    ),
+    ("mtu drift", [want()], [have(mtu=1500)], [SetMtu("wg0", mtu=1420)]),
+    ("link down", [want()], [have(up=False)], [SetUp("wg0")]),
+    (
+        "listen port changed behind our back",
+        [want()],
+        [have(device=dev(listen_port=4000))],
+        [SetListenPort("wg0", listen_port=51820)],
+    ),
+    (
+        "no port configured: any port is fine",
+        [want(listen_port=None)],
+        [have(device=dev(listen_port=4000))],
+        [],
+    ),
+    ("fwmark", [want(fwmark=7)], [have()], [SetFwmark("wg0", fwmark=7)]),
+    (
+        "private key changed",
+        [want(private_key=OTHER_KEY)],
+        [have()],
+        [SetPrivateKey("wg0", private_key=OTHER_KEY, public_key=OTHER_KEY.public_key())],
+    ),
+    (
+        "device reports the key clamped: no change",
+        [want(private_key=PrivateKey(bytes([7] * 32)))],
+        [have(device=dev(private_key=PrivateKey(bytes([7 & 248] + [7] * 30 + [(7 & 127) | 64]))))],
+        [],
+    ),
+    ("peer removed behind our back", [want()], [have(device=dev(peers={}))], [AddPeer("wg0", peer=PEER_A)]),
+    (
+        "peer added and peer removed in config",
+        [want(peers={PEER_B.public_key: PEER_B}, routes=frozenset({"10.9.2.0/24"}))],
+        [have()],
+        [
+            RemovePeer("wg0", public_key=PEER_A.public_key),
+            AddPeer("wg0", peer=PEER_B),
+            RemoveRoute("wg0", network="10.9.1.0/24"),
+            AddRoute("wg0", network="10.9.2.0/24"),
+        ],
+    ),
+    (
+        "allowed-ips changed: one update naming only that field",
+        [want(peers={PEER_A.public_key: replace(PEER_A, allowed_ips=frozenset({"10.9.1.0/25"}))})],
+        [have()],
+        [
+            UpdatePeer(
+                "wg0",
+                peer=replace(PEER_A, allowed_ips=frozenset({"10.9.1.0/25"})),
+                changed=("allowed_ips",),
+            )
+        ],
+    ),
+    (
+        "peer without configured endpoint keeps the endpoint it roamed to",
+        [want(peers={PEER_B.public_key: PEER_B}, routes=frozenset({"10.9.2.0/24"}))],
+        [
+            have(
+                device=dev(peers={PEER_B.public_key: replace(PEER_B, endpoint="198.51.100.9:1234")}),
+                routes=frozenset({"10.9.2.0/24"}),
+            )
+        ],
+        [],
+    ),
+    (
+        "endpoint, keepalive and psk changed",
+        [
+            want(
+                peers={
+                    PEER_A.public_key: replace(
+                        PEER_A,
+                        endpoint="192.0.2.2:51820",
+                        persistent_keepalive=0,
+                        preshared_key=PresharedKey(b"\1" * 32),
+                    )
+                }
+            )
+        ],
+        [have()],
+        [
+            UpdatePeer(
+                "wg0",
+                peer=replace(
+                    PEER_A,
+                    endpoint="192.0.2.2:51820",
+                    persistent_keepalive=0,
+                    preshared_key=PresharedKey(b"\1" * 32),
+                ),
+                changed=("endpoint", "persistent_keepalive", "preshared_key"),
+            )
+        ],
+    ),
+    (
+        "address drift both ways",
+        [want()],
+        [have(addresses=frozenset({"10.9.0.2/24"}))],
+        [RemoveAddress("wg0", address="10.9.0.2/24"), AddAddress("wg0", address="10.9.0.1/24")],
+    ),
+    (
+        "route removed behind our back",
+        [want()],
+        [have(routes=frozenset())],
+        [AddRoute("wg0", network="10.9.1.0/24")],
+    ),
+    (
+        "interface dropped from config is deleted",
+        [],
+        [have()],
+        [DeleteLink("wg0", reason="no longer in the configuration")],
+    ),
+    ("a foreign WireGuard interface is never touched", [], [have(managed=False)], []),
+    (
+        "a declared, unmarked WireGuard interface is adopted",
+        [want()],
+        [have(managed=False)],
+        [AdoptLink("wg0")],
+    ),
+    (
+        "backend change is said in the plan",
+        [want(implementation="kernel")],
+        [have()],
+        [
+            DeleteLink("wg0", reason="backend changes from userspace to kernel"),
+            CreateLink("wg0", implementation="kernel"),
+            SetMtu("wg0", mtu=1420),
+            SetPrivateKey("wg0", private_key=KEY, public_key=KEY.public_key()),
+            SetListenPort("wg0", listen_port=51820),
+            AddPeer("wg0", peer=PEER_A),
+            AddAddress("wg0", address="10.9.0.1/24"),
+            SetUp("wg0"),
+            AddRoute("wg0", network="10.9.1.0/24"),
+        ],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("desired", "observed", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
+def test_plan(
+    desired: list[DesiredInterface], observed: list[ObservedInterface], expected: list[object]
+) -> None:
+    assert run(desired, observed) == expected
+
+
+def test_name_taken_by_a_non_wireguard_interface_is_a_conflict() -> None:
+    with pytest.raises(ConflictError, match="wg0: an interface of that name exists and is not a WireGuard"):
+        run([want()], [have(implementation=None, device=None, managed=False)])
+
+
+def test_backend_change_of_a_foreign_interface_is_a_conflict() -> None:
+    with pytest.raises(ConflictError, match="not managed by bmx7-wg"):
+        run([want(implementation="kernel")], [have(managed=False)])
+
+
+def test_order_is_deterministic_across_interfaces() -> None:
+    a, b = want(name="wgb"), want(name="wga")
+    first = run([a, b], [])
+    assert run([b, a], []) == first
+    assert first[0].interface == "wga"  # type: ignore[attr-defined]
+
+
+def test_private_key_never_in_repr_or_json() -> None:
+    actions = run([want()], [])
+    secret = KEY.to_base64()
+    for a in actions:
+        assert secret not in repr(a)
+        assert secret not in str(a.to_json())  # type: ignore[attr-defined]
+        assert KEY.raw.hex() not in repr(a)
+
+
+def _many_peers(n: int) -> dict[str, Peer]:
+    peers = {}
+    for i in range(n):
+        p = Peer(pub(i + 10), frozenset({f"fd00::{i:x}/128"}), f"[fd70::{i:x}]:40456", 0)
+        peers[p.public_key] = p
+    return peers
+
+
+def test_one_changed_peer_among_10000_is_one_update() -> None:
+    peers = _many_peers(10_000)
+    key = pub(5000 + 10)
+    changed = dict(peers)
+    changed[key] = replace(peers[key], persistent_keepalive=25)
+    d = want(peers=changed, addresses=frozenset({"fd00::1/64"}), routes=frozenset())
+    o = have(device=dev(peers=peers), addresses=frozenset({"fd00::1/64"}), routes=frozenset())
+    actions = run([d], [o])
+    assert actions == [UpdatePeer("wg0", peer=changed[key], changed=("persistent_keepalive",))]

@@ -64,7 +64,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p = verbs.add_parser("down", help="remove interfaces bmx7-wg manages (never others)")
     p.add_argument("interfaces", nargs="*", metavar="IFACE")
-    verbs.add_parser("run", help="the service: reconcile now and on every change")
+    p = verbs.add_parser("run", help="the service: reconcile now and on every change")
+    p.add_argument(
+        "--interval",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="full reconcile at least this often, as a safety net (default 60)",
+    )
     verbs.add_parser("genkey", help="print a new private key (like wg genkey)")
     verbs.add_parser("pubkey", help="read a private key on stdin, print its public key (like wg pubkey)")
     p = verbs.add_parser("address", help="print the tunnel (fd77) and primary (fd70) address of a node id")
@@ -241,7 +248,9 @@ def cmd_down(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from bmx7_wg.service import run
 
-    return run(args.config)
+    if not args.interval > 0:
+        raise UsageError("run: --interval must be a positive number of seconds")
+    return run(args.config, interval=args.interval)
 
 
 def cmd_genkey(args: argparse.Namespace) -> int:

@@ -33,7 +33,7 @@ class JournalHandler(logging.Handler):
                 PRIORITY=str(priority),
                 SYSLOG_IDENTIFIER=self._identifier,
                 CODE_FILE=record.pathname,
-                CODE_LINE=str(record.lineno),
+                CODE_LINE=record.lineno,
                 CODE_FUNC=record.funcName,
                 **fields,
             )

@@ -47,7 +47,8 @@ class _Wakeups:
 
 
 class Service:
-    def __init__(self, config_path: str, config: Config) -> None:
+    def __init__(self, config_path: str, config: Config, *, interval: float = PERIODIC_RECONCILE) -> None:
+        self.interval = interval
         self.config_path = os.path.abspath(config_path)
         self.config = config
         self.system = System()
@@ -66,6 +67,7 @@ class Service:
         self.pending = _Wakeups()
         self.due: float | None = None  # when to reconcile next (monotonic)
         self.failed = False
+        self.trust_dir: str | None = None
         self._signal_r, self._signal_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
     # -- the loop ------------------------------------------------------------------
@@ -78,7 +80,7 @@ class Service:
         self.reconcile(["service start"])
         events.emit(logging.INFO, f"bmx7-wg started: {self.status_line()}", events.SERVICE_STARTED)
         self.notifier.ready(self.status_line())
-        next_periodic = time.monotonic() + PERIODIC_RECONCILE
+        next_periodic = time.monotonic() + self.interval
         next_watchdog = time.monotonic()
         poller = select.poll()
         for fd in (self._signal_r, self.inotify.fd, self.link_events.fd):
@@ -110,7 +112,7 @@ class Service:
             if now >= next_periodic:
                 self.pending.add("periodic check")
                 self.due = now
-                next_periodic = now + PERIODIC_RECONCILE
+                next_periodic = now + self.interval
             if self.due is not None and now >= self.due:
                 reasons, self.pending.reasons = self.pending.reasons, []
                 self.due = None
@@ -139,7 +141,7 @@ class Service:
 
     def _on_file_events(self) -> None:
         config_dir, config_name = os.path.split(self.config_path)
-        mesh_dirs = set(watch_directories(self.config))
+        mesh_dirs = set(watch_directories(self.config, self.trust_dir))
         for ev in self.inotify.read():
             if ev.mask & IN_Q_OVERFLOW:
                 self._schedule("file events overflowed")
@@ -157,7 +159,7 @@ class Service:
 
     def _watch(self) -> None:
         self.inotify.watch(os.path.dirname(self.config_path))
-        for directory in watch_directories(self.config):
+        for directory in watch_directories(self.config, self.trust_dir):
             self.inotify.watch(directory)
 
     # -- the work ------------------------------------------------------------------
@@ -221,6 +223,9 @@ class Service:
                 pass
         if mesh is not None:
             self._log_refusals(mesh)
+            if mesh.trust_dir != self.trust_dir:
+                self.trust_dir = mesh.trust_dir
+                self._watch()
         self.managed_ifindexes = {i.ifindex for i in self.observed.interfaces.values() if i.managed}
         self._log_stale_handshakes()
         self.notifier.status(self.status_line())
@@ -279,9 +284,20 @@ class Service:
         self.link_events.close()
 
 
-def run(config_path: str) -> int:
-    config = config_reader.load(config_path)
-    service = Service(config_path, config)
+def run(config_path: str, *, interval: float = PERIODIC_RECONCILE) -> int:
+    try:
+        config = config_reader.load(config_path)
+    except ConfigError as exc:
+        for d in exc.diagnostics:
+            events.emit(
+                logging.ERROR,
+                f"configuration rejected: {d}",
+                events.CONFIG_REJECTED,
+                config=config_path,
+                line=d.line,
+            )
+        raise
+    service = Service(config_path, config, interval=interval)
     try:
         return service.serve()
     finally:

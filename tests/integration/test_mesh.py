@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from bmx7_wg import events
 from bmx7_wg.nodeid import tunnel_address
 from tests.bmx7sim.netns import Mesh, MeshNode
 from tests.bmx7sim.sim import SimNode
@@ -285,3 +286,38 @@ def test_without_bmx7_static_peers_still_apply(tmp_path: Path) -> None:
             assert json.loads(proc.stdout)["changed"] is True
         finally:
             n.run("down", check=False)
+
+
+def test_service_follows_the_mesh(mesh3: list[Node], tmp_path: Path) -> None:
+    """`bmx7-wg run` on node a: peers appear as announcements arrive, go when trust goes."""
+    from tests.integration.service import Service
+
+    a, b, c = mesh3
+    for n in mesh3:
+        n.configure()
+    svc = Service(tmp_path, a.node.netns, a.config_path)
+    try:
+        svc.wait_notify("READY=1")
+        b.apply()
+        announcement = Path(a.node.runtime_dir, "sms", "rcvdSms", f"{b.node.node_id}:wg-bmx7")
+        assert wait_for(announcement.exists)
+        assert wait_for(lambda: b.node.node_id in a.peers(), timeout=10)
+        # Measured, not asserted (benchmarks compare speeds): from the announcement file to the
+        # journal entry of the peer being added.
+        added = svc.wait_journal(f"BMX7WG_NODE_ID={b.node.node_id}")[0]
+        latency = int(added["__REALTIME_TIMESTAMP"]) / 1e6 - announcement.stat().st_mtime
+        print(f"reaction: peer added {1000 * latency:.0f} ms after its announcement arrived")
+        # b (no service there) learns a's announcement with one more apply.
+        assert wait_for(lambda: f"{a.node.node_id}:wg-bmx7" in b.received())
+        b.apply()
+        assert a.ping(b.tunnel_ip)
+        c.apply()
+        assert wait_for(lambda: set(a.peers()) == {b.node.node_id, c.node.node_id})
+        entries = svc.wait_journal(f"BMX7WG_NODE_ID={c.node.node_id}")
+        assert entries[0]["BMX7WG_ACTION"] == "add_peer"
+        # c stops announcing (down): a drops its peer.
+        c.run("down")
+        assert wait_for(lambda: set(a.peers()) == {b.node.node_id})
+        svc.wait_journal(f"MESSAGE_ID={events.PEER_REMOVED}")
+    finally:
+        assert svc.stop() == 0

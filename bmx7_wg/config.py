@@ -109,8 +109,14 @@ def parse(text: str, path: str, *, state_dir: str = DEFAULT_STATE_DIR) -> Config
     reader = _Reader(path, scan(text), state_dir)
     reader.has_bmx7 = isinstance(document.get("bmx7"), dict)
     values = reader.table(document, (), TOP_SETTINGS)
+    # A section of the wrong type (`interface = ""`) was reported already; the checks
+    # across interfaces then run on nothing.
     bmx7 = values.get("bmx7")
+    if bmx7 is _INVALID:
+        bmx7 = None
     interfaces = values.get("interface", ())
+    if interfaces is _INVALID:
+        interfaces = ()
     _check_listen_ports(interfaces, reader)
     _check_one_mesh_interface(interfaces, reader)
     if reader.diagnostics:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import re
 
-NODE_ID_RE = re.compile(r"^[0-9A-Fa-f]{56}$")
+NODE_ID_RE = re.compile(r"\A[0-9A-Fa-f]{56}\Z")  # \Z: "$" would accept a trailing newline
 TUNNEL_PREFIX = 0xFD77  # the wg_tun plugin's tunnel prefix, fd77::/16
 PRIMARY_PREFIX = 0xFD70  # bmx7's ipAutoPrefix default, fd70::/16
 MESH_NETWORK = "fd77::/16"

@@ -160,7 +160,7 @@ class System:
                 else:
                     self._apply_link(action)
             except Bmx7WgError as exc:
-                raise ApplyError(f"{exc}", done) from None
+                raise ApplyError(f"{exc} (while trying: {_summary(batch)})", done) from None
             finished(batch)
             i = j
 
@@ -204,3 +204,12 @@ class System:
             nl.remove_route(name, action.network, ROUTE_PROTO)
         else:  # pragma: no cover - every action kind is handled above
             raise TypeError(f"unknown action {action!r}")
+
+
+def _summary(batch: list[Action]) -> str:
+    """The changes of a failed step in words: a device batch can hold thousands of peers,
+    and a message must stay readable, so at most three are named."""
+    described = [a.describe().split(": ", 1)[-1] for a in batch[:3]]
+    if len(batch) > 3:
+        described.append(f"and {len(batch) - 3} more")
+    return ", ".join(described)

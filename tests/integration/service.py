@@ -94,7 +94,7 @@ class Service:
                 if self.proc.poll() is not None:
                     raise AssertionError(
                         f"service exited {self.proc.returncode}: {self.stderr_path.read_text()}"
-                    )
+                    ) from None
         raise AssertionError(f"no {prefix} from the service within {timeout} s; got {self.messages}")
 
     def signal(self, sig: int) -> None:

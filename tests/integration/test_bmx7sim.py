@@ -32,8 +32,11 @@ def wait_for(cond: Callable[[], bool], timeout: float = 5.0) -> float:
 
 # ------------------------------------------------------------------ formats
 
-@pytest.mark.parametrize("path", sorted(p for p in FIXTURES.rglob("*")
-                                        if p.is_file() and "json" in p.parent.name + p.parent.parent.name))
+
+@pytest.mark.parametrize(
+    "path",
+    sorted(p for p in FIXTURES.rglob("*") if p.is_file() and "json" in p.parent.name + p.parent.parent.name),
+)
 def test_json_files_round_trip_byte_for_byte(path: Path) -> None:
     raw = path.read_text()
     assert jsonc.dumps(json.loads(raw)) + "\n" == raw
@@ -58,6 +61,7 @@ def test_node_id_and_primary_address() -> None:
     assert len(node_id) == 56 and node_id == node_id.upper()
     assert primary_ip(N1) == "fd70:cad0:870e:71c:642:ebca:2975:9284"
     import hashlib
+
     assert make_node_id(b"\x01" * 256) == hashlib.sha224(b"\x00\x06" + b"\x01" * 256).hexdigest().upper()
 
 
@@ -74,6 +78,7 @@ def test_parameters_text_matches_fixture_layout(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------ socket and client
 
+
 @pytest.fixture
 def mesh(tmp_path: Path) -> Iterator[SimMesh]:
     sim = SimMesh(delay=0.3)
@@ -87,8 +92,12 @@ def mesh(tmp_path: Path) -> Iterator[SimMesh]:
 
 
 def client(node: SimNode, *cmd: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(CLIENT), f"--runtimeDir={node.runtime_dir}",
-                           "-c", *cmd], capture_output=True, text=True, timeout=10)
+    return subprocess.run(
+        [sys.executable, str(CLIENT), f"--runtimeDir={node.runtime_dir}", "-c", *cmd],
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
 
 
 def test_client_jshow_and_sync_sms(mesh: SimMesh) -> None:
@@ -98,8 +107,10 @@ def test_client_jshow_and_sync_sms(mesh: SimMesh) -> None:
     assert json.loads(out.stdout)["status"]["nodeId"] == n1.node_id
     assert out.stdout.endswith(" } }\n") and out.stdout.count("\n") == 1
     out = client(n1, "syncSms=wgendpoint")
-    assert (out.returncode, out.stdout) == (0, "INFO  : --syncSms                 wgendpoint"
-                                               "                    \n")
+    assert (out.returncode, out.stdout) == (
+        0,
+        "INFO  : --syncSms                 wgendpoint                    \n",
+    )
     assert client(n1, "syncSms=wgendpoint").stdout == ""  # already configured: silent
     assert " syncSms                wgendpoint           (0) " in client(n1, "parameters").stdout
     assert client(n1, "syncSms=-wgendpoint").stdout == "INFO  : --syncSms                -\n"
@@ -109,12 +120,17 @@ def test_client_jshow_and_sync_sms(mesh: SimMesh) -> None:
 
 
 def test_client_without_daemon(tmp_path: Path) -> None:
-    out = subprocess.run([sys.executable, str(CLIENT), f"--runtimeDir={tmp_path}", "-c",
-                          "jshow=status"], capture_output=True, text=True, timeout=10)
+    out = subprocess.run(
+        [sys.executable, str(CLIENT), f"--runtimeDir={tmp_path}", "-c", "jshow=status"],
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
     assert out.returncode == 1 and "Is bmx7 running" in out.stdout
 
 
 # ------------------------------------------------------------------ SMS
+
 
 def rcvd(node: SimNode) -> dict[str, bytes]:
     d = Path(node.runtime_dir) / "sms" / "rcvdSms"
@@ -179,6 +195,7 @@ def test_trusted_nodes_dir_set_live(mesh: SimMesh, tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------ namespaces
+
 
 @pytest.mark.root
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root")

@@ -48,9 +48,7 @@ needs_root = [
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root"),
     pytest.mark.skipif(shutil.which("ip") is None, reason="needs iproute2"),
 ]
-needs_wireguard_go = pytest.mark.skipif(
-    shutil.which("wireguard-go") is None, reason="needs wireguard-go"
-)
+needs_wireguard_go = pytest.mark.skipif(shutil.which("wireguard-go") is None, reason="needs wireguard-go")
 
 
 def _setns(fd: int) -> None:
@@ -65,14 +63,12 @@ def ip(ns: str, *args: str) -> None:
 
 
 def ip_json(ns: str, *args: str) -> Any:
-    out = subprocess.run(
-        ["ip", "-n", ns, "-j", *args], check=True, capture_output=True, text=True
-    ).stdout
+    out = subprocess.run(["ip", "-n", ns, "-j", *args], check=True, capture_output=True, text=True).stdout
     return json.loads(out) if out.strip() else []
 
 
 def ip_addresses(ns: str, dev: str) -> dict[str, dict[str, Any]]:
-    """"local/prefixlen" -> the address entry, as `ip -j addr` reports it."""
+    """ "local/prefixlen" -> the address entry, as `ip -j addr` reports it."""
     links = ip_json(ns, "addr", "show", "dev", dev)
     return {f"{a['local']}/{a['prefixlen']}": a for link in links for a in link["addr_info"]}
 
@@ -328,9 +324,7 @@ class TestAddresses:
         assert info.addresses == {"fd77:1::5/64"}
         assert "10.9.0.1/24" not in ip_addresses(netns.name, a)
 
-    def test_link_local_is_left_out(
-        self, netns: Namespace, nl: Netlink, veth: tuple[str, str]
-    ) -> None:
+    def test_link_local_is_left_out(self, netns: Namespace, nl: Netlink, veth: tuple[str, str]) -> None:
         a, b = veth
         nl.set_up(a)
         nl.set_up(b)
@@ -368,9 +362,7 @@ class TestAddresses:
 class TestRoutes:
     pytestmark = needs_root
 
-    def test_routes_by_protocol(
-        self, netns: Namespace, nl: Netlink, veth: tuple[str, str]
-    ) -> None:
+    def test_routes_by_protocol(self, netns: Namespace, nl: Netlink, veth: tuple[str, str]) -> None:
         a, b = veth
         nl.set_up(a)
         nl.set_up(b)

@@ -228,9 +228,7 @@ def test_update_only_touches_the_named_fields(live: Live) -> None:
     assert device.peers[p2.public_key] == p2 and device.peers[p3.public_key] == p3
 
     cleared = replace(p2, preshared_key=None, endpoint=None)
-    live.client.apply(
-        DeviceChange(live.ifname, update_peers=((cleared, ("preshared_key", "endpoint")),))
-    )
+    live.client.apply(DeviceChange(live.ifname, update_peers=((cleared, ("preshared_key", "endpoint")),)))
     # endpoint None means "leave alone": the device keeps the old one.
     assert live.client.get(live.ifname).peers[p2.public_key] == replace(p2, preshared_key=None)
 
@@ -242,9 +240,7 @@ def test_update_only_touches_the_named_fields(live: Live) -> None:
 def test_update_only_never_creates_a_peer(live: Live) -> None:
     configure(live)
     ghost = Peer(public_key=key(9), allowed_ips=frozenset({"10.9.0.0/16"}), endpoint="192.0.2.9:1")
-    live.client.apply(
-        DeviceChange(live.ifname, update_peers=((ghost, ("allowed_ips", "endpoint")),))
-    )
+    live.client.apply(DeviceChange(live.ifname, update_peers=((ghost, ("allowed_ips", "endpoint")),)))
     assert key(9) not in live.client.get(live.ifname).peers
 
 

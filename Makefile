@@ -3,7 +3,7 @@ PYTHON_DEB := .venvs/debian/bin/python
 PYTHON_PYPI := .venvs/pypi/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: demo demo-clean test test-setup lint unit integration test-pypi test-vm deb test-deb clean
+.PHONY: demo demo-clean test test-setup lint unit integration test-pypi test-ansible test-vm deb test-deb clean
 
 ## demo: two network namespaces, a real WireGuard tunnel set up by `bmx7-wg apply`, a ping, `bmx7-wg show`
 demo:
@@ -25,14 +25,22 @@ lint: test-setup
 
 # Unit and namespace tests against Debian bookworm's libraries (what the .deb runs with).
 unit: test-setup
-	PYTHONPATH=$(CURDIR) $(PYTHON_DEB) -m pytest -q -p no:cacheprovider tests/unit $(PYTEST_ARGS)
+	PYTHONPATH=$(CURDIR) $(PYTHON_DEB) -m pytest -q -p no:cacheprovider tests/unit tests/fuzz $(PYTEST_ARGS)
 
 integration: test-setup
 	PYTHONPATH=$(CURDIR) $(PYTHON_DEB) -m pytest -q -p no:cacheprovider tests/integration $(PYTEST_ARGS)
 
 # The same suites against the current PyPI releases of pyroute2, cryptography and systemd-python.
+# (The Ansible role and the long fault/churn runs do not depend on the library versions: once is enough.)
 test-pypi: test-setup
-	PYTHONPATH=$(CURDIR) $(PYTHON_PYPI) -m pytest -q -p no:cacheprovider tests/unit tests/integration $(PYTEST_ARGS)
+	PYTHONPATH=$(CURDIR) $(PYTHON_PYPI) -m pytest -q -p no:cacheprovider tests/unit tests/integration \
+		--ignore=tests/integration/test_ansible.py --ignore=tests/integration/test_churn.py \
+		--ignore=tests/integration/test_faults.py $(PYTEST_ARGS)
+
+## Ansible role: the example playbook against a network namespace (ansible-core pinned in tests/ansible/requirements.txt)
+test-ansible: test-setup
+	tests/ansible/install-ansible >/dev/null
+	PYTHONPATH=$(CURDIR) $(PYTHON_DEB) -m pytest -q -p no:cacheprovider tests/integration/test_ansible.py $(PYTEST_ARGS)
 
 clean:
 	rm -rf .venvs .cache build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache

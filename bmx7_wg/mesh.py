@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bmx7_wg.announce import AnnouncementError, format_announcement, parse_announcement
-from bmx7_wg.bmx7 import Bmx7Runtime, Bmx7Unavailable, NodeInfo, read_trusted_nodes
+from bmx7_wg.bmx7 import Bmx7Runtime, Bmx7Unavailable, NodeInfo, read_capped, read_trusted_nodes
 from bmx7_wg.config_model import Bmx7Config, Config, InterfaceConfig
 from bmx7_wg.engine import MeshInputs
 from bmx7_wg.errors import Bmx7WgError
@@ -75,9 +75,9 @@ class MeshSession:
         name = self.bmx7.announce
         path = os.path.join(runtime.send_dir, name)
         try:
-            with open(path, "rb") as fh:
-                current = fh.read(4096)
-        except OSError:
+            # Never through a symlink: sendSms/ is bmx7's directory, not a way to read others.
+            current = read_capped(path, len(data))
+        except ValueError:
             current = b""
         try:
             if current != data:
@@ -153,6 +153,7 @@ def mesh_inputs(config: Config) -> MeshSession:
         policy,
         iface.accept_networks,
         names,
+        static_networks=[ip for p in iface.peers for ip in p.allowed_ips],
     )
     for r in view.refusals:
         session.refusals.append((r.node_id, r.describe()))

@@ -17,7 +17,9 @@ Refusals (each reported once per reconcile, in node-id order):
 - one network, the peer kept: a network outside `accept_networks`; a network inside
   the mesh prefix fd77::/16 (tunnel addresses come only from node ids); a network
   announced by more than one accepted node (WireGuard would move it between peers on
-  every write). The peer still gets its /128 and its other networks.
+  every write); a network a static peer of the interface carries, or one inside it
+  (other than inside a default route): a mesh node must not take over a route the
+  operator configured. The peer still gets its /128 and its other networks.
 """
 
 from __future__ import annotations
@@ -112,12 +114,15 @@ def mesh_peers(
     *,
     own_public_key: str | None = None,
     persistent_keepalive: int = 0,
+    static_networks: Iterable[str] = (),
 ) -> MeshView:
     """Turn received announcements `(node_id, payload)` into peers and refusals."""
     own = normalize_node_id(own_id)
     names = {k.upper(): v for k, v in (node_names or {}).items()}
     accept = _networks(accept_networks)
     mesh_net = ipaddress.IPv6Network(MESH_NETWORK)
+    # A default route of a static peer (a VPN exit) does not reserve everything under it.
+    reserved = tuple(n for n in _networks(static_networks) if n.prefixlen > 0)
     refusals: list[Refusal] = []
 
     def refuse(node_id: str, reason: str, network: str | None = None) -> None:
@@ -169,6 +174,8 @@ def mesh_peers(
                 refuse(node_id, f"inside the mesh prefix {MESH_NETWORK}; network ignored", text)
             elif not _inside(net, accept):
                 refuse(node_id, "outside accept_networks; network ignored", text)
+            elif _inside(net, reserved):
+                refuse(node_id, "a static peer of this interface carries it; network ignored", text)
             else:
                 kept[node_id].append(text)
                 network_owners[text].append(node_id)

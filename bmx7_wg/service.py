@@ -20,6 +20,7 @@ from bmx7_wg import events
 from bmx7_wg.config_model import Config
 from bmx7_wg.engine import Engine
 from bmx7_wg.errors import Bmx7WgError, ConfigError
+from bmx7_wg.grace import MeshGrace
 from bmx7_wg.keys import PrivateKey
 from bmx7_wg.mesh import MeshSession, mesh_inputs, watch_directories
 from bmx7_wg.notify import Notifier
@@ -68,6 +69,8 @@ class Service:
         self.due: float | None = None  # when to reconcile next (monotonic)
         self.failed = False
         self.trust_dir: str | None = None
+        # bmx7 wipes rcvdSms/ when it restarts: keep vanished mesh peers a few seconds.
+        self.grace = MeshGrace()
         self._signal_r, self._signal_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
     # -- the loop ------------------------------------------------------------------
@@ -90,6 +93,10 @@ class Service:
             if self.notifier.watchdog_interval and now >= next_watchdog:
                 self.notifier.watchdog()
                 next_watchdog = now + self.notifier.watchdog_interval
+            grace_end = self.grace.next_deadline()
+            if grace_end is not None and (self.due is None or grace_end < self.due):
+                self.pending.add("mesh grace period ended")
+                self.due = grace_end
             deadlines = [next_periodic]
             if self.due is not None:
                 deadlines.append(self.due)
@@ -201,6 +208,7 @@ class Service:
         mesh: MeshSession | None = None
         try:
             mesh = mesh_inputs(self.config)
+            mesh.inputs = self.grace.hold(mesh.inputs, frozenset(n for n, _ in mesh.refusals))
             plan = self.engine.make_plan(self.config, create_keys=True, mesh=mesh.inputs)
             self.engine.apply(plan, on_done=lambda a: events.action_done(a, why=why))
             mesh.publish(plan.desired, check=False)

@@ -1,0 +1,325 @@
+"""The attack surface: what a hostile mesh node (or a careless local file) can and cannot do.
+
+bmx7-wg runs in a namespace with a real WireGuard interface; bmx7 is played by its
+runtime directory alone (json/status, sms/rcvdSms, sms/sendSms, no control socket), so
+the hostile files are exactly what the test writes and nothing moves them. What a
+received file says is authenticated by BMX7 only as far as its file name's node id.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bmx7_wg import keys
+from bmx7_wg.announce import format_announcement
+from bmx7_wg.keys import PrivateKey
+from bmx7_wg.nodeid import tunnel_address
+from tests.conftest import bmx7_wg_command, child_env
+from tests.integration.netns import Host, Lab
+
+pytestmark = pytest.mark.root
+
+FLOOD = int(os.environ.get("BMX7_WG_ATTACK_FLOOD", "5000"))
+
+
+def node_id() -> str:
+    return secrets.token_hex(28).upper()
+
+
+class FakeBmx7:
+    """bmx7's runtime directory as files only: this node's status and what it received."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.own_id = node_id()
+        for sub in ("json/originators", "sms/sendSms", "sms/rcvdSms"):
+            (root / sub).mkdir(parents=True)
+        status = {"status": {"nodeId": self.own_id, "name": "self", "primaryIp": "fd70::1"}}
+        (root / "json" / "status").write_text(json.dumps(status))
+        self.rcvd = root / "sms" / "rcvdSms"
+
+    def receive(self, sender: str, data: bytes) -> Path:
+        path = self.rcvd / f"{sender}:wg-bmx7"
+        path.write_bytes(data)
+        return path
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Iterator[tuple[Host, FakeBmx7]]:
+    lab = Lab(tmp_path, 1)
+    lab.make_keys()
+    try:
+        yield lab.hosts[0], FakeBmx7(tmp_path / "bmx7")
+    finally:
+        lab.close()
+
+
+def mesh_config(host: Host, bmx7: FakeBmx7, *, trust: str, accept: str, extra: str = "") -> None:
+    host.write_config(f"""[bmx7]
+runtime_dir = "{bmx7.root}"
+trust = "{trust}"
+{extra}
+
+[interface.{host.ifname}]
+mesh = true
+backend = "userspace"
+private_key_file = "{host.key_path}"
+accept_networks = [{accept}]
+""")
+
+
+def allowed_ips(host: Host) -> dict[str, set[str]]:
+    out = host.exec("wg", "show", host.ifname, "allowed-ips").stdout
+    result = {}
+    for line in out.strip().splitlines():
+        key, _, ips = line.partition("\t")
+        result[key] = set(ips.split()) - {"(none)"}
+    return result
+
+
+def routes(host: Host) -> str:
+    return (
+        host.exec("ip", "route", "show", "table", "all").stdout
+        + host.exec("ip", "-6", "route", "show", "table", "all").stdout
+    )
+
+
+def pubkey() -> str:
+    return PrivateKey.generate().public_key()
+
+
+def test_hostile_node_cannot_take_addresses_or_routes(node: tuple[Host, FakeBmx7]) -> None:
+    host, bmx7 = node
+    static_key = pubkey()
+    # The operator accepts anything under 10.9/16 and every IPv6 network from the mesh,
+    # and has one static peer for 10.9.9.0/24.
+    mesh_config(host, bmx7, trust="all", accept='"10.9.0.0/16", "::/0"')
+    host.write_config(
+        host.config_path.read_text()
+        + f'[[interface.{host.ifname}.peer]]\npublic_key = "{static_key}"\nallowed_ips = ["10.9.9.0/24"]\n'
+    )
+    honest, hostile = node_id(), node_id()
+    honest_key, hostile_key = pubkey(), pubkey()
+    victim_tunnel = f"{tunnel_address(honest)}/128"
+    bmx7.receive(honest, format_announcement(honest_key, 40456, ["10.9.1.0/24"]))
+    bmx7.receive(
+        hostile,
+        format_announcement(
+            hostile_key,
+            40456,
+            [
+                victim_tunnel,  # the honest node's tunnel address
+                "fd77::/16",  # the whole mesh prefix
+                "10.0.0.0/8",  # outside accept_networks
+                "0.0.0.0/0",  # a default route
+                "10.9.9.0/24",  # the static peer's network
+                "10.9.9.128/25",  # a more specific part of it
+                "10.9.2.0/24",  # a network it may announce
+            ],
+        ),
+    )
+    result = host.run_json("apply")
+    refused = [r["reason"] for r in result["refused"] if r["node_id"] == hostile]
+    assert len(refused) == 6, refused
+    have = allowed_ips(host)
+    assert have[honest_key] == {victim_tunnel, "10.9.1.0/24"}
+    assert have[hostile_key] == {f"{tunnel_address(hostile)}/128", "10.9.2.0/24"}
+    assert have[static_key] == {"10.9.9.0/24"}
+    table = routes(host)
+    assert "10.0.0.0/8" not in table and "default" not in table.split(host.ifname)[0].split("\n")[-1]
+    assert "10.9.9.128/25" not in table
+    assert host.run_json("apply")["changed"] is False  # and nothing flaps
+
+
+def test_a_copied_key_or_contested_network_is_never_captured(node: tuple[Host, FakeBmx7]) -> None:
+    host, bmx7 = node
+    mesh_config(host, bmx7, trust="all", accept='"10.9.0.0/16"')
+    honest, thief = node_id(), node_id()
+    honest_key = pubkey()
+    bmx7.receive(honest, format_announcement(honest_key, 40456, ["10.9.1.0/24"]))
+    host.run("apply")
+    assert allowed_ips(host)[honest_key] == {f"{tunnel_address(honest)}/128", "10.9.1.0/24"}
+    # A thief copies the honest announcement, key and network: it must not get the tunnel.
+    # Both claimants are refused (bmx7 cannot tell us which one holds the private key):
+    # the price is that a hostile node can take a contested peer down, never capture it.
+    bmx7.receive(thief, format_announcement(honest_key, 40456, ["10.9.1.0/24"]))
+    result = host.run_json("apply")
+    assert {r["node_id"] for r in result["refused"]} == {honest, thief}
+    assert allowed_ips(host) == {}
+    assert "10.9.1.0" not in routes(host)
+    # The same network from a new key: neither node gets it.
+    (bmx7.rcvd / f"{thief}:wg-bmx7").write_bytes(format_announcement(pubkey(), 40456, ["10.9.1.0/24"]))
+    host.run("apply")
+    assert all("10.9.1.0/24" not in ips for ips in allowed_ips(host).values())
+
+
+def rusage_run(host: Host, *args: str) -> tuple[int, int, str]:
+    """Run bmx7-wg; return (exit code, its peak RSS in KiB, stderr)."""
+    cmd = ["ip", "netns", "exec", host.ns, *bmx7_wg_command(), "-c", str(host.config_path), *args]
+    proc = subprocess.Popen(cmd, env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert proc.stderr is not None
+    err = proc.stderr.read().decode()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, usage.ru_maxrss, err
+
+
+def test_large_and_many_announcements_do_not_exhaust_memory(node: tuple[Host, FakeBmx7]) -> None:
+    host, bmx7 = node
+    friend = node_id()
+    mesh_config(host, bmx7, trust="listed", accept='"10.9.0.0/16"', extra=f'trusted = ["{friend}"]')
+    friend_key = pubkey()
+    bmx7.receive(friend, format_announcement(friend_key, 40456))
+    code, baseline, err = rusage_run(host, "apply")
+    assert code == 0, err
+
+    # One trusted node sends 1 GiB (a sparse file: what matters is its size), one a FIFO
+    # that would block a reader forever, and FLOOD untrusted nodes 1 KiB of noise each.
+    big = bmx7.receive(friend, b"")
+    os.truncate(big, 1 << 30)
+    fifo_sender = node_id()
+    os.mkfifo(bmx7.rcvd / f"{fifo_sender}:wg-bmx7")
+    noise = b"bmx7-wg 1\n" + b"n" * 1000 + b"\n"
+    for _ in range(FLOOD):
+        bmx7.receive(node_id(), noise)
+    code, peak, err = rusage_run(host, "apply", "--json")
+    assert code == 0, err
+    # Refusing thousands of strangers costs a few MiB, not their payloads' size.
+    assert peak < baseline + 64 * 1024, (baseline, peak)
+    out = host.run_json("apply")
+    reasons = {r["node_id"]: r["reason"] for r in out["refused"]}
+    assert "too large" in reasons[friend]
+    assert "not a regular file" in reasons[fifo_sender]
+    assert len(reasons) == FLOOD + 2
+    # The friend's last good announcement is gone (it sent junk): its peer went with it.
+    assert friend_key not in allowed_ips(host)
+
+
+def test_no_symlink_is_followed_out_of_bmx7_directories(node: tuple[Host, FakeBmx7], tmp_path: Path) -> None:
+    host, bmx7 = node
+    mesh_config(host, bmx7, trust="all", accept='"10.9.0.0/16"')
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    # A file outside bmx7's directories that would be a valid announcement if followed.
+    secret_key = pubkey()
+    secret = outside / "secret"
+    secret.write_bytes(format_announcement(secret_key, 40456))
+    linked = node_id()
+    (bmx7.rcvd / f"{linked}:wg-bmx7").symlink_to(secret)
+    (bmx7.root / "json" / "originators" / linked).symlink_to(secret)
+    # Our own published announcement is a symlink to a file that must not be overwritten.
+    victim = outside / "victim"
+    victim.write_text("precious\n")
+    send = bmx7.root / "sms" / "sendSms" / "wg-bmx7"
+    send.symlink_to(victim)
+
+    result = host.run_json("apply")
+    refused = {r["node_id"]: r["reason"] for r in result["refused"]}
+    assert "symbolic link" in refused[linked]
+    assert secret_key not in allowed_ips(host)
+    assert victim.read_text() == "precious\n"
+    assert not send.is_symlink() and send.read_bytes().startswith(b"bmx7-wg 1\n")
+    assert secret_key not in host.run("show").stdout
+
+
+def test_key_file_created_0600_without_a_window(node: tuple[Host, FakeBmx7], tmp_path: Path) -> None:
+    host, _ = node
+    state = tmp_path / "state"
+    key_path = state / "wg.key"
+    host.write_config(
+        f'[interface.{host.ifname}]\nbackend = "userspace"\n'
+        f'private_key_file = "{key_path}"\nlisten_port = 51820\n'
+    )
+    # Even with umask 000 the directory and the file are private.
+    cmd = ["ip", "netns", "exec", host.ns, "sh", "-c", 'umask 000; exec "$@"', "sh",
+           *bmx7_wg_command(), "-v", "--debug", "-c", str(host.config_path), "apply"]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=child_env(), timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert key_path.stat().st_mode & 0o777 == 0o600
+    assert state.stat().st_mode & 0o777 == 0o700
+    private = key_path.read_text().strip()
+    raw_hex = base64.b64decode(private).hex()
+    outputs = proc.stdout + proc.stderr
+    outputs += host.run("show", "--json").stdout + host.run("plan", "--json").stdout
+    outputs += host.run("-v", "--debug", "apply", "--json").stderr
+    assert private not in outputs and raw_hex not in outputs
+
+    # A key file others can read is refused, and nothing changes.
+    key_path.chmod(0o640)
+    before = host.snapshot()
+    proc = host.run("apply", check=False)
+    assert proc.returncode == 2 and "readable by group or others" in proc.stderr
+    assert host.snapshot() == before
+
+
+def test_key_bytes_are_written_only_into_a_private_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # In-process, to see every write: the file is private before its first byte.
+    modes: list[int] = []
+    real_write = os.write
+
+    def write(fd: int, data: bytes) -> int:
+        modes.append(os.fstat(fd).st_mode & 0o777)
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", write)
+    old = os.umask(0)
+    try:
+        key = keys.create_key_file(str(tmp_path / "new" / "wg.key"))
+    finally:
+        os.umask(old)
+    assert modes == [0o600]
+    assert (tmp_path / "new" / "wg.key").stat().st_mode & 0o777 == 0o600
+    assert key.to_base64() not in repr(key) and key.to_base64() not in str(key)
+
+
+def test_service_never_logs_the_private_key(node: tuple[Host, FakeBmx7], tmp_path: Path) -> None:
+    host, _ = node
+    host.write_config(
+        f'[interface.{host.ifname}]\nbackend = "userspace"\nkey = "session"\nlisten_port = 51820\n'
+        f'addresses = ["{host.tunnel_ip}/24"]\n'
+    )
+    log = tmp_path / "service.log"
+    cmd = [
+        "ip",
+        "netns",
+        "exec",
+        host.ns,
+        *bmx7_wg_command(),
+        "-v",
+        "--debug",
+        "-c",
+        str(host.config_path),
+        "run",
+    ]
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, env=child_env(), stdout=out, stderr=out)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and host.ifname not in host.links():
+            time.sleep(0.1)
+        dump = ""
+        while time.monotonic() < deadline and not dump:
+            dump = host.exec("wg", "show", host.ifname, "private-key", check=False).stdout.strip()
+            time.sleep(0.1)
+        assert dump, log.read_text()
+        # A change while running: logged, still without the key.
+        host.exec("ip", "addr", "del", f"{host.tunnel_ip}/24", "dev", host.ifname)
+        time.sleep(1)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    text = log.read_text()
+    assert "add address" in text or "add_address" in text, text
+    assert dump not in text and base64.b64decode(dump).hex() not in text

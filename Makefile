@@ -3,7 +3,7 @@ PYTHON_DEB := .venvs/debian/bin/python
 PYTHON_PYPI := .venvs/pypi/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: demo demo-clean test test-setup lint unit integration test-pypi test-ansible test-vm deb test-deb clean
+.PHONY: demo demo-clean test test-setup lint unit integration test-pypi test-ansible test-vm bench deb test-deb clean
 
 ## demo: two network namespaces, a real WireGuard tunnel set up by `bmx7-wg apply`, a ping, `bmx7-wg show`
 demo:
@@ -13,14 +13,14 @@ demo-clean:
 	demo/demo.sh clean
 
 ## test: install what the tests need, then run them all
-test: test-setup lint unit integration test-pypi
+test: test-setup lint unit integration test-pypi test-vm test-deb
 	@echo "make test: all suites passed"
 
 test-setup:
 	scripts/setup-test-env
 
 lint: test-setup
-	.venvs/debian/bin/ruff check bmx7_wg tests
+	.venvs/debian/bin/ruff check bmx7_wg tests bench
 	.venvs/debian/bin/mypy
 
 # Unit and namespace tests against Debian bookworm's libraries (what the .deb runs with).
@@ -35,7 +35,19 @@ integration: test-setup
 test-pypi: test-setup
 	PYTHONPATH=$(CURDIR) $(PYTHON_PYPI) -m pytest -q -p no:cacheprovider tests/unit tests/integration \
 		--ignore=tests/integration/test_ansible.py --ignore=tests/integration/test_churn.py \
-		--ignore=tests/integration/test_faults.py $(PYTEST_ARGS)
+		--ignore=tests/integration/test_faults.py --ignore=tests/integration/test_bench_smoke.py $(PYTEST_ARGS)
+
+## test-vm: Debian bookworm's own kernel in QEMU (kernel WireGuard): the kernel backend's tests with
+## pyroute2 0.7.2 and current PyPI, and the core scenarios (test_static.py) with backend = "kernel"
+test-vm: test-setup
+	vm/run --timeout 2400 -e BMX7_WG_TEST_BACKEND=kernel -- sh -c '\
+		.venvs/debian/bin/python -m pytest -q -p no:cacheprovider tests/vm tests/unit/test_kernelwg.py \
+			tests/integration/test_static.py && \
+		.venvs/pypi/bin/python -m pytest -q -p no:cacheprovider tests/vm tests/unit/test_kernelwg.py'
+
+## bench: bmx7-wg beside `wg` on wireguard-go, reaction latency, idle footprint -> bench/RESULTS.md
+bench: test-setup
+	PYTHON=$(PYTHON_DEB) bench/run
 
 ## Ansible role: the example playbook against a network namespace (ansible-core pinned in tests/ansible/requirements.txt)
 test-ansible: test-setup

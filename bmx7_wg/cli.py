@@ -124,8 +124,8 @@ def _load(args: argparse.Namespace) -> Config:
 
 
 def _print_json(obj: Any) -> None:
-    json.dump(obj, sys.stdout, indent=2, sort_keys=False)
-    sys.stdout.write("\n")
+    # One write: json.dump would issue one per token (400,000 for 10,000 peers).
+    sys.stdout.write(json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
 # -- verbs -------------------------------------------------------------------------

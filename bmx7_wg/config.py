@@ -32,9 +32,10 @@ from bmx7_wg.config_model import (
     PeerConfig,
 )
 from bmx7_wg.errors import ConfigError, Diagnostic
+from bmx7_wg.fastip import canonical_address, canonical_network
 from bmx7_wg.keys import PrivateKey, check_key_file_mode, decode_key
 from bmx7_wg.nodeid import NODE_ID_RE
-from bmx7_wg.tomlpos import KeyPath, SourceMap, scan
+from bmx7_wg.tomlpos import KeyPath, Positions, SourceMap
 
 __all__ = [
     "BMX7_SETTINGS",
@@ -106,7 +107,7 @@ def parse(text: str, path: str, *, state_dir: str = DEFAULT_STATE_DIR) -> Config
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([_syntax_error(str(exc), text, path)]) from None
-    reader = _Reader(path, scan(text), state_dir)
+    reader = _Reader(path, Positions(text), state_dir)
     reader.has_bmx7 = isinstance(document.get("bmx7"), dict)
     values = reader.table(document, (), TOP_SETTINGS)
     # A section of the wrong type (`interface = ""`) was reported already; the checks
@@ -121,7 +122,7 @@ def parse(text: str, path: str, *, state_dir: str = DEFAULT_STATE_DIR) -> Config
     _check_one_mesh_interface(interfaces, reader)
     if reader.diagnostics:
         raise ConfigError(sorted(reader.diagnostics, key=lambda d: (d.line, d.col)))
-    return Config(path=path, interfaces=interfaces, bmx7=bmx7, positions=dict(reader.source.keys))
+    return Config(path=path, interfaces=interfaces, bmx7=bmx7, positions=reader.positions)
 
 
 _TOML_ERROR = re.compile(
@@ -150,14 +151,18 @@ def _syntax_error(message: str, text: str, path: str) -> Diagnostic:
 
 
 class _Reader:
-    def __init__(self, path: str, source: SourceMap, state_dir: str) -> None:
+    def __init__(self, path: str, positions: Positions, state_dir: str) -> None:
         self.path = path
-        self.source = source
+        self.positions = positions
         self.state_dir = state_dir
         self.has_bmx7 = False
         self.diagnostics: list[Diagnostic] = []
         # Where each canonical list element was written: (list path, value) -> element path.
         self._origins: dict[tuple[KeyPath, object], KeyPath] = {}
+
+    @property
+    def source(self) -> SourceMap:
+        return self.positions.source
 
     def at_value(self, path: KeyPath, message: str) -> None:
         self._add(self.source.value(path), path, message)
@@ -354,6 +359,8 @@ def _interface_address(text: str) -> str:
 
 
 def _network(text: str) -> str:
+    if canonical_network(text) is not None:
+        return text
     try:
         return str(ipaddress.ip_network(text))
     except ValueError:
@@ -398,7 +405,8 @@ def _endpoint(text: str) -> Endpoint:
         if not bracket:
             raise ValueError(f'{shown} is not an endpoint (expected "[IPv6]:PORT")')
         try:
-            ipaddress.IPv6Address(host)
+            if canonical_address(host) != 6:
+                ipaddress.IPv6Address(host)
         except ValueError:
             raise ValueError(f"{shown} is not an endpoint ({_show(host)} is not an IPv6 address)") from None
     else:
@@ -417,6 +425,8 @@ def _endpoint(text: str) -> Endpoint:
 
 def _check_host(host: str, shown: str) -> None:
     if re.fullmatch(r"[0-9.]+", host):
+        if canonical_address(host) == 4:
+            return
         try:
             ipaddress.IPv4Address(host)
         except ValueError:

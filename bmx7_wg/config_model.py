@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -69,7 +70,7 @@ class Config:
     interfaces: tuple[InterfaceConfig, ...] = ()
     bmx7: Bmx7Config | None = None
     # Source positions are kept out of equality: two identical configs compare equal.
-    positions: dict[tuple[str | int, ...], tuple[int, int]] = field(
+    positions: Mapping[tuple[str | int, ...], tuple[int, int]] = field(
         default_factory=dict, compare=False, repr=False, hash=False
     )
 

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from bmx7_wg.config_model import Config, InterfaceConfig, PeerConfig
+from bmx7_wg.fastip import Network, canonical_network
 from bmx7_wg.keys import PresharedKey, PrivateKey
 from bmx7_wg.state import DesiredInterface, DesiredState, Implementation, Peer
 
@@ -106,12 +107,17 @@ def minimal_routes(routes: Iterable[str], addresses: Iterable[str]) -> set[str]:
     for a in addresses:
         net = ipaddress.ip_interface(a).network
         add(net.version, int(net.network_address), net.prefixlen)
-    nets = sorted({ipaddress.ip_network(r) for r in routes}, key=lambda n: (n.version, n.prefixlen))
+    nets: set[tuple[Network, str]] = set()
+    for r in routes:
+        parsed = canonical_network(r)
+        if parsed is None:
+            net = ipaddress.ip_network(r)
+            parsed, r = (net.version, net.prefixlen, int(net.network_address)), str(net)
+        nets.add((parsed, r))
     kept: set[str] = set()
-    for net in nets:
-        addr = int(net.network_address)
-        if covered(net.version, addr, net.prefixlen):
+    for (version, prefixlen, addr), text in sorted(nets, key=lambda n: n[0][:2]):
+        if covered(version, addr, prefixlen):
             continue
-        kept.add(str(net))
-        add(net.version, addr, net.prefixlen)
+        kept.add(text)
+        add(version, addr, prefixlen)
     return kept

@@ -18,6 +18,7 @@ from bmx7_wg.actions import Action
 from bmx7_wg.config_model import Config, InterfaceConfig
 from bmx7_wg.desired import InterfaceInputs, desired_state
 from bmx7_wg.errors import BackendUnavailable, KeyFileError
+from bmx7_wg.fastip import canonical_address
 from bmx7_wg.nodeid import MESH_NETWORK
 from bmx7_wg.planner import plan
 from bmx7_wg.state import DesiredState, Implementation, ObservedInterface, ObservedState, Peer
@@ -49,6 +50,9 @@ class Plan:
 
 def resolve_endpoint(host: str, port: int) -> str | None:
     """Turn a configured host into the "ip:port" WireGuard takes; None if it cannot."""
+    version = canonical_address(host)
+    if version is not None:
+        return f"[{host}]:{port}" if version == 6 else f"{host}:{port}"
     try:
         ip = ipaddress.ip_address(host)
     except ValueError:

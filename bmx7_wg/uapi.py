@@ -301,6 +301,16 @@ class UapiClient:
         except OSError:
             return False
 
+    def answers(self, name: str) -> bool:
+        """Whether a daemon listens on the socket (a stale one refuses the connection)."""
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC) as sock:
+                sock.settimeout(self.timeout)
+                sock.connect(self.socket_path(name))
+        except OSError:
+            return False
+        return True
+
     def names(self) -> list[str]:
         """Interface names that have a socket in the socket directory, sorted."""
         try:

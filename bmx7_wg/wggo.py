@@ -26,6 +26,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 
 from bmx7_wg.errors import ApplyError, BackendUnavailable
 from bmx7_wg.uapi import DEFAULT_SOCKET_DIR, DeviceUnreachable, UapiClient, wait_until_ready
@@ -79,6 +80,17 @@ def _messages(printed: bytes) -> str:
     return "; ".join(lines)
 
 
+SOCKET_RELEASE_WAIT = 2.0  # seconds
+
+
+def _link_exists(name: str) -> bool:
+    try:
+        socket.if_nametoindex(name)
+    except OSError:
+        return False
+    return True
+
+
 def start(name: str, socket_dir: str = DEFAULT_SOCKET_DIR, timeout: float = START_TIMEOUT) -> None:
     """Create interface `name` in the current network namespace, run by a wireguard-go daemon.
 
@@ -96,6 +108,15 @@ def start(name: str, socket_dir: str = DEFAULT_SOCKET_DIR, timeout: float = STAR
             f"{name}: the userspace backend needs wireguard-go ({hint}); "
             "install the wireguard-go package"
         )
+    # A daemon whose interface was just deleted (by `down`, by a person, or an earlier
+    # apply killed half-way) exits on its own a moment later and takes its socket with it.
+    # Starting over it would fail with "unix socket in use": give it that moment.
+    socket_path = os.path.join(socket_dir, f"{name}.sock")
+    deadline = time.monotonic() + SOCKET_RELEASE_WAIT
+    while os.path.exists(socket_path) and not _link_exists(name) and time.monotonic() < deadline:
+        if not UapiClient(socket_dir).answers(name):
+            break  # a stale socket (daemon killed): wireguard-go replaces it itself
+        time.sleep(0.02)
     env = {k: v for k, v in os.environ.items() if k not in _CONTROL_ENV}
     # Its output goes to a file, not a pipe: nothing then depends on when every copy of
     # the descriptor is closed. start_new_session keeps the daemon out of our process group,

@@ -27,7 +27,12 @@ class Action:
         return {"interface": self.interface, "action": self.kind, **self.details()}
 
     def describe(self) -> str:
-        extra = " ".join(f"{k}={_text(v)}" for k, v in self.details().items())
+        details = self.details()
+        if len(details) == 1:
+            # "wg0: set mtu 1420" rather than "wg0: set mtu mtu=1420"
+            extra = _text(next(iter(details.values())))
+        else:
+            extra = " ".join(f"{k}={_text(v)}" for k, v in details.items())
         return f"{self.interface}: {self.kind.replace('_', ' ')}" + (f" {extra}" if extra else "")
 
 
@@ -45,6 +50,9 @@ class CreateLink(Action):
     def details(self) -> dict[str, Any]:
         return {"backend": self.implementation}
 
+    def describe(self) -> str:
+        return f"{self.interface}: create link ({self.implementation} WireGuard)"
+
 
 @dataclass(frozen=True)
 class AdoptLink(Action):
@@ -60,6 +68,9 @@ class DeleteLink(Action):
 
     def details(self) -> dict[str, Any]:
         return {"reason": self.reason} if self.reason else {}
+
+    def describe(self) -> str:
+        return f"{self.interface}: delete link" + (f" ({self.reason})" if self.reason else "")
 
 
 @dataclass(frozen=True)
@@ -85,6 +96,9 @@ class SetPrivateKey(Action):
 
     def details(self) -> dict[str, Any]:
         return {"public_key": self.public_key}
+
+    def describe(self) -> str:
+        return f"{self.interface}: set private key (public key {self.public_key})"
 
 
 @dataclass(frozen=True)

@@ -256,7 +256,7 @@ def test_listen_port_taken_by_another_socket(lab1: Lab) -> None:
         assert proc.returncode == 5, message
         assert "Traceback" not in message
         assert host.ifname in message
-        assert "set listen port listen_port=51820" in message and "in use" in message  # what failed, and why
+        assert "set listen port 51820" in message and "in use" in message  # what failed, and why
         assert "already done:" in message
     finally:
         holder.kill()

@@ -1,0 +1,33 @@
+#!/bin/bash
+# `make test-systemd`: the Debian package under real systemd, in a VM booted from a bookworm
+# image on Debian's kernel. Builds the .deb (tests/deb/build.sh), the image (cached in
+# .cache/systemd/), boots it and runs tests/systemd/test_systemd_service.py inside.
+# Exit status: the payload's pytest status (124: VM timeout, 125: no result).
+set -euo pipefail
+
+top=$(cd "$(dirname "$0")/../.." && pwd)
+t0=$(date +%s)
+step() { echo "== test-systemd: $* ($(($(date +%s) - t0)) s)" >&2; }
+
+step "kernel (vm/run --prepare)"
+"$top/vm/run" --prepare
+kdir=$(ls -d "$top"/.cache/vm/*/ready | sort -V | tail -n 1)
+kdir=$(dirname "$kdir")
+
+step "package"
+if [ -z "${BMX7_WG_DEB:-}" ]; then
+	bash "$top/tests/deb/build.sh" >&2
+fi
+deb=${BMX7_WG_DEB:-$(ls "$top"/.cache/deb/bmx7-wg_*_all.deb)}
+# A private copy: another build may replace .cache/deb/ while this run uses it.
+mkdir -p "$top/.cache/systemd"
+cp "$deb" "$top/.cache/systemd/bmx7-wg.deb"
+
+step "image"
+image=$("$top/vm/systemd/build-image" "$top/.cache/systemd/bmx7-wg.deb" "$kdir")
+
+step "boot"
+status=0
+"$top/vm/systemd/boot" "$image" "$kdir" "${BMX7_WG_SYSTEMD_TIMEOUT:-900}" || status=$?
+step "done, exit status $status"
+exit "$status"

@@ -3,7 +3,7 @@ PYTHON_DEB := .venvs/debian/bin/python
 PYTHON_PYPI := .venvs/pypi/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: demo demo-clean test test-setup lint unit integration test-pypi test-ansible test-vm bench deb test-deb clean
+.PHONY: demo demo-clean test test-setup lint unit integration test-pypi test-ansible test-vm bench deb test-deb test-systemd clean
 
 ## demo: two network namespaces, a real WireGuard tunnel set up by `bmx7-wg apply`, a ping, `bmx7-wg show`
 demo:
@@ -13,7 +13,7 @@ demo-clean:
 	demo/demo.sh clean
 
 ## test: install what the tests need, then run them all
-test: test-setup lint unit integration test-pypi test-vm test-deb
+test: test-setup lint unit integration test-pypi test-vm test-deb test-systemd
 	@echo "make test: all suites passed"
 
 test-setup:
@@ -63,3 +63,7 @@ deb:
 
 test-deb:
 	bash tests/deb/check.sh
+
+## test-systemd: the .deb under real systemd in a QEMU VM (bookworm image, Debian's kernel)
+test-systemd:
+	tests/systemd/run.sh

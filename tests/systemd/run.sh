@@ -19,12 +19,14 @@ if [ -z "${BMX7_WG_DEB:-}" ]; then
 	bash "$top/tests/deb/build.sh" >&2
 fi
 deb=${BMX7_WG_DEB:-$(ls "$top"/.cache/deb/bmx7-wg_*_all.deb)}
-# A private copy: another build may replace .cache/deb/ while this run uses it.
-mkdir -p "$top/.cache/systemd"
-cp "$deb" "$top/.cache/systemd/bmx7-wg.deb"
-
 step "image"
-image=$("$top/vm/systemd/build-image" "$top/.cache/systemd/bmx7-wg.deb" "$kdir")
+mkdir -p "$top/.cache/systemd"
+# One builder at a time (runs started together share the cache); the image is read-only
+# afterwards (snapshot=on), so boots run in parallel.
+image=$(flock "$top/.cache/systemd/.lock" sh -c '
+	# A private copy: another build may replace .cache/deb/ while this run uses it.
+	cp "$1" "$2/.cache/systemd/bmx7-wg.deb" &&
+	"$2/vm/systemd/build-image" "$2/.cache/systemd/bmx7-wg.deb" "$3"' sh "$deb" "$top" "$kdir")
 
 step "boot"
 status=0

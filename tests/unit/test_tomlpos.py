@@ -154,7 +154,9 @@ def test_invalid_text_does_not_hang(text: str) -> None:
 # check that the scanner finds every key and value where the writer put it.
 
 _leaf_strings = st.text(
-    alphabet=st.characters(codec="utf-8", exclude_categories=("Cs", "Cc"))
+    # (No codec= argument: bookworm's python3-hypothesis, used by the autopkgtest, predates it;
+    # excluding surrogates ("Cs") is what keeps the text encodable as UTF-8.)
+    alphabet=st.characters(blacklist_categories=("Cs", "Cc"))
     | st.sampled_from("#[]{}=,.'\"\\\n\t"),
     max_size=12,
 )

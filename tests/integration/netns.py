@@ -82,7 +82,9 @@ class Host:
         for name in sorted(self.links()):
             proc = self.exec("wg", "showconf", name, check=False)
             if proc.returncode == 0:
-                parts.append(proc.stdout)
+                # wireguard-go lists peers in no fixed order: compare them sorted.
+                interface, *peers = proc.stdout.split("[Peer]")
+                parts.append("\n".join([interface.strip(), *sorted(f"[Peer]{p.rstrip()}" for p in peers)]))
         # Duplicate address detection on the underlay finishes on its own time: not a change.
         return "\n".join(parts).replace(" tentative", "")
 

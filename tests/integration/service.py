@@ -38,7 +38,9 @@ exec ip netns exec "$NETNS" "$@"
 
 
 class Service:
-    def __init__(self, workdir: Path, netns: str, config_path: Path, *args: str) -> None:
+    def __init__(
+        self, workdir: Path, netns: str, config_path: Path, *args: str, env: dict[str, str] | None = None
+    ) -> None:
         self.workdir = workdir
         self.journal_dir = workdir / "journal"
         self.journal_dir.mkdir(exist_ok=True)
@@ -49,7 +51,9 @@ class Service:
         self.notify.bind(self.notify_path)
         self.notify.settimeout(0.2)
         self.messages: list[str] = []
+        extra = env or {}
         env = child_env()
+        env.update(extra)
         env.update(
             JOURNAL_DIR=str(self.journal_dir),
             NETNS=netns,

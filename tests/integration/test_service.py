@@ -127,3 +127,16 @@ def test_reacts_to_interface_deletion(service_lab: tuple[Lab, list[Service]], tm
     while time.monotonic() < deadline and not a.ping(b.tunnel_ip, count=1):
         pass
     assert a.ping(b.tunnel_ip)
+
+
+def test_watchdog_is_pinged(service_lab: tuple[Lab, list[Service]], tmp_path: Path) -> None:
+    lab, services = service_lab
+    host = lab.hosts[0]
+    workdir = tmp_path / "wd"
+    workdir.mkdir()
+    # As systemd sets it for WatchdogSec=1s: the service pings at half that interval.
+    svc = Service(workdir, host.ns, host.config_path, env={"WATCHDOG_USEC": "1000000"})
+    services.append(svc)
+    svc.wait_notify("READY=1")
+    for _ in range(3):
+        svc.wait_notify("WATCHDOG=1", timeout=5)

@@ -352,8 +352,11 @@ class Bmx7Runtime:
 
     def trusted_nodes_dir(self, parameters: tuple[Parameter, ...] | None = None) -> str | None:
         """bmx7's trustedNodesDir, or None when it is not configured (every node trusted)."""
-        params = self.parameters() if parameters is None else parameters
-        return next((p.value for p in params if p.name == "trustedNodesDir"), None)
+        return self.trusted_nodes_dir_of(self.parameters() if parameters is None else parameters)
+
+    @staticmethod
+    def trusted_nodes_dir_of(parameters: tuple[Parameter, ...]) -> str | None:
+        return next((p.value for p in parameters if p.name == "trustedNodesDir"), None)
 
     def trust_levels(self) -> Mapping[str, int] | None:
         """bmx7's trust levels by node id; None when bmx7 trusts every node."""

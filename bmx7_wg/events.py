@@ -11,6 +11,7 @@ import logging
 from typing import Any
 
 from bmx7_wg.actions import Action, AddPeer, RemovePeer, UpdatePeer
+from bmx7_wg.errors import ConfigError
 
 log = logging.getLogger("bmx7_wg.events")
 
@@ -40,6 +41,12 @@ def emit(level: int, message: str, message_id: str, **fields: Any) -> None:
     journal_fields = {f"BMX7WG_{k.upper()}": str(v) for k, v in fields.items() if v is not None}
     journal_fields["MESSAGE_ID"] = message_id
     log.log(level, "%s", message, extra={"fields": journal_fields})
+
+
+def config_rejected(config_path: str, error: ConfigError) -> None:
+    """One CONFIG_REJECTED entry per problem, each with its file and line."""
+    for d in error.diagnostics:
+        emit(logging.ERROR, f"configuration rejected: {d}", CONFIG_REJECTED, config=config_path, line=d.line)
 
 
 def action_done(action: Action, *, why: str = "") -> None:

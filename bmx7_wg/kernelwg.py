@@ -97,13 +97,8 @@ def device_from_messages(messages: Iterable[Any]) -> Device:
             elif name not in device:
                 device[name] = value
 
-    private_key = None
-    raw_private = device.get("WGDEVICE_A_PRIVATE_KEY")
-    if raw_private is not None:
-        raw = _key_bytes(raw_private)
-        # A device without a private key reports none or all zeros, depending on age.
-        if any(raw):
-            private_key = PrivateKey(raw)
+    raw_private = _set_key(device.get("WGDEVICE_A_PRIVATE_KEY"))
+    private_key = PrivateKey(raw_private) if raw_private is not None else None
     return Device(
         private_key=private_key,
         listen_port=int(device.get("WGDEVICE_A_LISTEN_PORT") or 0),
@@ -142,12 +137,8 @@ def _merge_peer(peers: dict[str, dict[str, Any]], attrs: Mapping[str, Any]) -> N
             preshared_key=old.preshared_key,
         )
         return
-    psk = None
-    raw_psk = attrs.get("WGPEER_A_PRESHARED_KEY")
-    if raw_psk is not None:
-        raw = _key_bytes(raw_psk)
-        if any(raw):
-            psk = PresharedKey(raw)
+    raw_psk = _set_key(attrs.get("WGPEER_A_PRESHARED_KEY"))
+    psk = PresharedKey(raw_psk) if raw_psk is not None else None
     handshake = attrs.get("WGPEER_A_LAST_HANDSHAKE_TIME") or {}
     peers[public_key] = {
         "peer": Peer(
@@ -163,6 +154,15 @@ def _merge_peer(peers: dict[str, dict[str, Any]], attrs: Mapping[str, Any]) -> N
             tx_bytes=int(attrs.get("WGPEER_A_TX_BYTES") or 0),
         ),
     }
+
+
+def _set_key(value: Any) -> bytes | None:
+    """A key attribute's bytes, or None when it is absent or all zeros: a device without
+    a private (or preshared) key reports none or zeros, depending on the kernel."""
+    if value is None:
+        return None
+    raw = _key_bytes(value)
+    return raw if any(raw) else None
 
 
 def _key_bytes(value: Any) -> bytes:

@@ -14,7 +14,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bmx7_wg.announce import AnnouncementError, format_announcement, parse_announcement
-from bmx7_wg.bmx7 import Bmx7Runtime, Bmx7Unavailable, NodeInfo, read_capped, read_trusted_nodes
+from bmx7_wg.bmx7 import (
+    Bmx7Runtime,
+    Bmx7Unavailable,
+    NodeInfo,
+    Parameter,
+    read_capped,
+    read_trusted_nodes,
+)
 from bmx7_wg.config_model import Bmx7Config, Config, InterfaceConfig
 from bmx7_wg.engine import MeshInputs
 from bmx7_wg.errors import Bmx7WgError
@@ -55,6 +62,9 @@ class MeshSession:
     notes: list[str] = field(default_factory=list)
     changes: list[MeshChange] = field(default_factory=list)
     trust_dir: str | None = None  # the trusted-nodes directory in force, to watch
+    # bmx7's configured options, asked once per reconcile (trust and SMS registration both
+    # need them; each ask is a control-socket round trip).
+    parameters: tuple[Parameter, ...] | None = None
 
     @property
     def changed(self) -> bool:
@@ -90,7 +100,7 @@ class MeshSession:
                 if not check:
                     runtime.publish(name, data)
                 self.changes.append(MeshChange(iface.name, "publish_announcement", detail))
-            if name not in runtime.registered_sms():
+            if name not in runtime.registered_sms(self.parameters):
                 if not check:
                     runtime.register_sms(name)
                 self.changes.append(MeshChange(iface.name, "register_sms", {"sms": name}))
@@ -132,9 +142,15 @@ def mesh_inputs(config: Config) -> MeshSession:
         session.inputs[iface.name] = MeshInputs(hold=True)
         return session
     own = session.node.node_id
+    try:
+        session.parameters = runtime.parameters()
+    except Bmx7WgError as exc:
+        parameters_error: Bmx7WgError | None = exc
+    else:
+        parameters_error = None
     levels = None
     if config.bmx7.trust == "bmx7":
-        levels, session.trust_dir = _bmx7_trust(runtime, config.bmx7, iface.name)
+        levels, session.trust_dir = _bmx7_trust(session.parameters, parameters_error, config.bmx7, iface.name)
     policy = TrustPolicy(
         config.bmx7.trust, frozenset(config.bmx7.trusted), frozenset(config.bmx7.denied), levels
     )
@@ -166,18 +182,18 @@ def mesh_inputs(config: Config) -> MeshSession:
 
 
 def _bmx7_trust(
-    runtime: Bmx7Runtime, cfg: Bmx7Config, ifname: str
+    parameters: tuple[Parameter, ...] | None, error: Bmx7WgError | None, cfg: Bmx7Config, ifname: str
 ) -> tuple[Mapping[str, int] | None, str | None]:
     """bmx7's trust levels (None: bmx7 trusts every node) and the directory they come from.
 
     bmx7's own trustedNodesDir setting wins; the configured `trusted_nodes_dir` is used
-    only when bmx7 cannot be asked."""
-    try:
-        directory = runtime.trusted_nodes_dir()
-    except Bmx7WgError as exc:
+    only when bmx7 cannot be asked (`parameters` is None, `error` says why)."""
+    if parameters is not None:
+        directory = Bmx7Runtime.trusted_nodes_dir_of(parameters)
+    else:
         if not os.path.isdir(cfg.trusted_nodes_dir):
             log.warning(
-                "%s: cannot ask bmx7 for its trusted nodes (%s); no mesh node is trusted", ifname, exc
+                "%s: cannot ask bmx7 for its trusted nodes (%s); no mesh node is trusted", ifname, error
             )
             return {}, None
         directory = cfg.trusted_nodes_dir

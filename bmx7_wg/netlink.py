@@ -46,9 +46,7 @@ KernelNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 class NetlinkOperationError(ApplyError):
     """A netlink request failed: names the interface, the operation and the reason."""
 
-    def __init__(
-        self, interface: str | None, operation: str, reason: str, code: int | None = None
-    ) -> None:
+    def __init__(self, interface: str | None, operation: str, reason: str, code: int | None = None) -> None:
         where = f"{interface}: " if interface else ""
         super().__init__(f"{where}cannot {operation}: {reason}")
         self.interface = interface
@@ -143,20 +141,25 @@ class Netlink:
         return _link_info(msg, addresses)
 
     def routes(self, ifindex: int, proto: int) -> frozenset[str]:
-        """Main-table unicast routes out of this link with this rtm_protocol, both families.
+        """Main-table unicast routes out of this link with this rtm_protocol, both families."""
+        return self.routes_by_link(proto).get(ifindex, frozenset())
 
-        Dumps each family explicitly: pyroute2 0.7.2 dumps only IPv4 by default and
-        nothing at all for AF_UNSPEC. Filtering happens here, not in pyroute2, because
-        its filter arguments do not mean the same in 0.7 and 0.9.
+    def routes_by_link(self, proto: int) -> dict[int, frozenset[str]]:
+        """Main-table unicast routes with this rtm_protocol, by outgoing link, both families.
+
+        One dump per family for all links: observing several interfaces must not dump the
+        route table once per interface. Dumps each family explicitly: pyroute2 0.7.2 dumps
+        only IPv4 by default and nothing at all for AF_UNSPEC. Filtering happens here, not in
+        pyroute2, because its filter arguments do not mean the same in 0.7 and 0.9.
         """
-        found: set[str] = set()
-        with self._request(f"link #{ifindex}", "list routes"):
+        found: dict[int, set[str]] = {}
+        with self._request(None, "list routes"):
             for family in (socket.AF_INET, socket.AF_INET6):
                 for msg in self._ipr.route("dump", family=family):
-                    network = _route_network(msg, ifindex, proto)
-                    if network is not None:
-                        found.add(network)
-        return frozenset(found)
+                    route = _route_network(msg, proto)
+                    if route is not None:
+                        found.setdefault(route[0], set()).add(route[1])
+        return {ifindex: frozenset(networks) for ifindex, networks in found.items()}
 
     def wait_for_link(self, name: str, timeout: float = 5.0) -> LinkInfo:
         """Wait until the named link exists (wireguard-go creates its tun after it starts)."""
@@ -219,11 +222,7 @@ class Netlink:
         """
         operation = "disable IPv6 address autoconfiguration"
         index = self._index(name, operation)
-        spec = {
-            "attrs": [
-                ("AF_INET6", {"attrs": [("IFLA_INET6_ADDR_GEN_MODE", IN6_ADDR_GEN_MODE_NONE)]})
-            ]
-        }
+        spec = {"attrs": [("AF_INET6", {"attrs": [("IFLA_INET6_ADDR_GEN_MODE", IN6_ADDR_GEN_MODE_NONE)]})]}
         with self._request(name, operation):
             self._ipr.link("set", index=index, IFLA_AF_SPEC=spec)
 
@@ -251,9 +250,7 @@ class Netlink:
         parsed = _parse_address(name, operation, address)
         index = self._index(name, operation)
         with self._request(name, operation, {errno.EADDRNOTAVAIL: "the link has no such address"}):
-            self._ipr.addr(
-                "del", index=index, address=str(parsed.ip), prefixlen=parsed.network.prefixlen
-            )
+            self._ipr.addr("del", index=index, address=str(parsed.ip), prefixlen=parsed.network.prefixlen)
 
     # Routes
 
@@ -340,9 +337,7 @@ def _parse_address(name: str, operation: str, text: str) -> KernelAddress:
     try:
         return ipaddress.ip_interface(text)
     except ValueError:
-        raise NetlinkOperationError(
-            name, operation, "not an IP address with a prefix length"
-        ) from None
+        raise NetlinkOperationError(name, operation, "not an IP address with a prefix length") from None
 
 
 def _parse_network(name: str, operation: str, text: str) -> KernelNetwork:
@@ -387,7 +382,7 @@ def _link_info(msg: Any, addresses: frozenset[str]) -> LinkInfo:
 
 
 def _address_text(msg: Any) -> str | None:
-    """"ADDR/PREFIXLEN" of one address message, or None for link-local and odd messages."""
+    """ "ADDR/PREFIXLEN" of one address message, or None for link-local and odd messages."""
     family = msg["family"]
     if family == socket.AF_INET:
         # On a point-to-point address IFA_ADDRESS is the peer; IFA_LOCAL is ours.
@@ -413,23 +408,19 @@ def _addresses_by_index(msgs: Iterable[Any]) -> dict[int, frozenset[str]]:
     return {index: frozenset(texts) for index, texts in grouped.items()}
 
 
-def _route_network(msg: Any, ifindex: int, proto: int) -> str | None:
-    """The destination of a route message if it is ours to report, else None."""
+def _route_network(msg: Any, proto: int) -> tuple[int, str] | None:
+    """(outgoing link, destination) of a route message if it is ours to report, else None."""
     table = _attr(msg, "RTA_TABLE")
     if table is None:
         table = msg["table"]
-    if (
-        table != RT_TABLE_MAIN
-        or msg["type"] != RTN_UNICAST
-        or msg["proto"] != proto
-        or _attr(msg, "RTA_OIF") != ifindex
-    ):
+    oif = _attr(msg, "RTA_OIF")
+    if table != RT_TABLE_MAIN or msg["type"] != RTN_UNICAST or msg["proto"] != proto or oif is None:
         return None
     family = msg["family"]
     dst = _attr(msg, "RTA_DST")
     if dst is None:  # a default route carries no RTA_DST
         dst = "0.0.0.0" if family == socket.AF_INET else "::"
-    return str(ipaddress.ip_network(f"{dst}/{msg['dst_len']}"))
+    return oif, str(ipaddress.ip_network(f"{dst}/{msg['dst_len']}"))
 
 
 def kernel_has_wireguard() -> bool:

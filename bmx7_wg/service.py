@@ -176,14 +176,7 @@ class Service:
         try:
             new = config_reader.load(self.config_path)
         except ConfigError as exc:
-            for d in exc.diagnostics:
-                events.emit(
-                    logging.ERROR,
-                    f"configuration rejected: {d}",
-                    events.CONFIG_REJECTED,
-                    config=self.config_path,
-                    line=d.line,
-                )
+            events.config_rejected(self.config_path, exc)
             events.emit(
                 logging.ERROR,
                 "the previous configuration stays in force",
@@ -296,14 +289,7 @@ def run(config_path: str, *, interval: float = PERIODIC_RECONCILE) -> int:
     try:
         config = config_reader.load(config_path)
     except ConfigError as exc:
-        for d in exc.diagnostics:
-            events.emit(
-                logging.ERROR,
-                f"configuration rejected: {d}",
-                events.CONFIG_REJECTED,
-                config=config_path,
-                line=d.line,
-            )
+        events.config_rejected(config_path, exc)
         raise
     service = Service(config_path, config, interval=interval)
     try:

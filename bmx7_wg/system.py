@@ -100,6 +100,7 @@ class System:
         WireGuard interface). Foreign interfaces are read, never written."""
         wanted = set(declared)
         result: dict[str, ObservedInterface] = {}
+        routes = self.netlink.routes_by_link(ROUTE_PROTO)
         for name, link in self.netlink.links().items():
             managed = link.alias == OWNER_ALIAS
             implementation = self.implementation_of(link)
@@ -116,7 +117,7 @@ class System:
                 mtu=link.mtu,
                 up=link.up,
                 addresses=link.addresses,
-                routes=self.netlink.routes(link.ifindex, ROUTE_PROTO),
+                routes=routes.get(link.ifindex, frozenset()),
                 device=device,
             )
         return ObservedState(result)

@@ -87,16 +87,6 @@ def device_peers(host: Host) -> dict[str, set[str]]:
     return out
 
 
-@pytest.fixture
-def lab1(tmp_path: Path) -> Iterator[Lab]:
-    lab = Lab(tmp_path, 1)
-    lab.make_keys()
-    try:
-        yield lab
-    finally:
-        lab.close()
-
-
 @dataclass
 class MeshHost:
     host: Host

@@ -22,7 +22,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -38,16 +37,6 @@ PEERS = int(os.environ.get("BMX7_WG_FAULT_PEERS", "300"))
 
 
 # --------------------------------------------------------------------- helpers
-
-
-@pytest.fixture
-def lab1(tmp_path: Path) -> Iterator[Lab]:
-    lab = Lab(tmp_path, 1)
-    lab.make_keys()
-    try:
-        yield lab
-    finally:
-        lab.close()
 
 
 def peer_keys(n: int, seed: int) -> list[str]:

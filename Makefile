@@ -3,7 +3,7 @@ PYTHON_DEB := .venvs/debian/bin/python
 PYTHON_PYPI := .venvs/pypi/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: demo demo-clean test test-setup lint unit integration test-pypi test-ansible test-vm bench deb test-deb test-systemd clean
+.PHONY: demo demo-clean test test-setup lint unit integration test-pypi test-ansible test-vm bench bench-kernel deb test-deb test-systemd clean
 
 ## demo: two network namespaces, a real WireGuard tunnel set up by `bmx7-wg apply`, a ping, `bmx7-wg show`
 demo:
@@ -48,6 +48,11 @@ test-vm: test-setup
 ## bench: bmx7-wg beside `wg` on wireguard-go, reaction latency, idle footprint -> bench/RESULTS.md
 bench: test-setup
 	PYTHON=$(PYTHON_DEB) bench/run
+
+## bench-kernel: the same static-peer comparison on the kernel backend, in the VM harness
+## (QEMU/TCG: only the ratios carry over) -> bench/kernel-results.json, bench/RESULTS.md
+bench-kernel: test-setup
+	PYTHON=$(PYTHON_DEB) bench/run-kernel
 
 ## Ansible role: the example playbook against a network namespace (ansible-core pinned in tests/ansible/requirements.txt)
 test-ansible: test-setup

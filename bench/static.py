@@ -1,8 +1,12 @@
-"""bmx7-wg beside `wg` on the same wireguard-go device kind, in one namespace, in one run.
+"""bmx7-wg beside `wg` on the same device kind, in one namespace, in one run.
+
+The device kind is wireguard-go (`--backend userspace`, the default) or the kernel's
+WireGuard (`--backend kernel`, for a kernel that has it: inside vm/run).
 
 For each size N (static peers, real X25519 keys, one /128 each, an IPv4 endpoint each):
 
   apply from empty   `bmx7-wg apply --json` (creates the device)  vs  `wg setconf` on a fresh device
+                     (wireguard-go started, or `ip link add ... type wireguard`, untimed)
   no-op apply        `bmx7-wg apply --json` again                 vs  `wg syncconf` of the same file
   one changed peer   apply of a file with one allowed_ip changed  vs  `wg syncconf` of such a file
   show --json        `bmx7-wg show --json`                        vs  `wg show all dump`
@@ -19,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import secrets
 import statistics
 import subprocess
@@ -73,7 +78,8 @@ def endpoint(i: int) -> str:
 
 
 class Namespace:
-    def __init__(self) -> None:
+    def __init__(self, backend: str = "userspace") -> None:
+        self.backend = backend
         self.token = secrets.token_hex(3)
         self.name = f"bench{self.token}"
         sh("ip", "netns", "add", self.name)
@@ -86,11 +92,20 @@ class Namespace:
         return sh("ip", "-n", self.name, "link", "show", name, check=False).returncode == 0
 
     def delete_link(self, name: str) -> None:
-        # Deleting the tun link stops its wireguard-go daemon and removes the socket.
         sh("ip", "-n", self.name, "link", "del", name, check=False)
+        if self.backend == "kernel":
+            return  # a kernel device is gone with its link
+        # Deleting the tun link stops its wireguard-go daemon and removes the socket.
         deadline = time.monotonic() + 10
         while os.path.exists(f"/var/run/wireguard/{name}.sock") and time.monotonic() < deadline:
             time.sleep(0.01)
+
+    def create_device(self, name: str) -> None:
+        """A fresh, empty WireGuard device of the backend's kind for `wg setconf`."""
+        if self.backend == "kernel":
+            sh("ip", "-n", self.name, "link", "add", name, "type", "wireguard")
+        else:
+            self.start_wireguard_go(name)
 
     def start_wireguard_go(self, name: str) -> None:
         # As wg-quick starts it: wireguard-go daemonizes itself (no LOG_LEVEL, or the
@@ -124,8 +139,11 @@ class Namespace:
 class Workload:
     """The same N peers written as a bmx7-wg configuration and as a `wg` configuration."""
 
-    def __init__(self, workdir: Path, n: int, ifname: str, python: str) -> None:
+    def __init__(
+        self, workdir: Path, n: int, ifname: str, python: str, backend: str = "userspace"
+    ) -> None:
         self.n = n
+        self.backend = backend
         self.workdir = workdir
         self.ifname = ifname
         self.python = python
@@ -149,7 +167,7 @@ class Workload:
             f"[interface.{self.ifname}]",
             f'private_key_file = "{self.key_file}"',
             "listen_port = 51820",
-            'backend = "userspace"',
+            f'backend = "{self.backend}"',
             # The peers' /128s lie inside this address's /32, so the kernel routes them
             # through the connected prefix: the device is what both tools set up.
             'addresses = ["fd00:b::/32"]',
@@ -189,14 +207,14 @@ def median(xs: list[float]) -> float:
     return statistics.median(xs) if xs else float("nan")
 
 
-def bench_size(n: int, runs: int, python: str) -> dict[str, object]:
-    ns = Namespace()
+def bench_size(n: int, runs: int, python: str, backend: str = "userspace") -> dict[str, object]:
+    ns = Namespace(backend)
     try:
         with tempfile.TemporaryDirectory(prefix="bmx7-wg-bench.") as tmp:
             workdir = Path(tmp)
             b_if = f"bb{ns.token}"  # bmx7-wg's device
             w_if = f"bw{ns.token}"  # wg's device
-            work = Workload(workdir, n, b_if, python)
+            work = Workload(workdir, n, b_if, python, backend)
             b_conf = [work.bmx7_conf(0), work.bmx7_conf(1)]
             w_conf = [work.wg_conf(0), work.wg_conf(1)]
             bmx7 = [python, "-m", "bmx7_wg"]
@@ -214,13 +232,13 @@ def bench_size(n: int, runs: int, python: str) -> dict[str, object]:
                 )
             }
             for _ in range(runs):
-                # From empty: bmx7-wg creates its device; wg gets a fresh wireguard-go device.
+                # From empty: bmx7-wg creates its device; wg gets a fresh device (untimed).
                 ns.delete_link(b_if)
                 ns.delete_link(w_if)
                 times["apply_empty"].append(
                     timed(ns.cmd(*bmx7, "-c", str(b_conf[0]), "apply", "--json"))
                 )
-                ns.start_wireguard_go(w_if)
+                ns.create_device(w_if)
                 times["setconf"].append(timed(ns.cmd("wg", "setconf", w_if, str(w_conf[0]))))
                 for variant in (1, 0):  # a change and back; each followed by a no-op
                     times["apply_noop"].append(
@@ -255,13 +273,13 @@ def bench_size(n: int, runs: int, python: str) -> dict[str, object]:
     return {"n": n, "runs": runs, "median": med, "samples": times}
 
 
-def cold_start(runs: int, python: str) -> dict[str, float]:
+def cold_start(runs: int, python: str, backend: str = "userspace") -> dict[str, float]:
     """Medians of `check`, `show` and a no-op `apply` on a one-peer configuration: what
     a new process costs before any per-peer work."""
-    ns = Namespace()
+    ns = Namespace(backend)
     try:
         with tempfile.TemporaryDirectory(prefix="bmx7-wg-bench.") as tmp:
-            work = Workload(Path(tmp), 1, f"bc{ns.token}", python)
+            work = Workload(Path(tmp), 1, f"bc{ns.token}", python, backend)
             conf = str(work.bmx7_conf(0))
             bmx7 = [python, "-m", "bmx7_wg", "-c", conf]
             timed(ns.cmd(*bmx7, "apply"))
@@ -283,10 +301,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="100,1000,10000")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--python", default=sys.executable, help="the python that runs bmx7-wg")
+    parser.add_argument(
+        "--backend",
+        choices=("userspace", "kernel"),
+        default="userspace",
+        help="wireguard-go devices (default) or the kernel's WireGuard on both sides",
+    )
     args = parser.parse_args(argv)
-    results = [bench_size(int(n), args.runs, args.python) for n in args.sizes.split(",")]
-    cold = cold_start(max(args.runs, 3), args.python)
-    json.dump({"static": results, "cold_start": cold}, sys.stdout, indent=1)
+    results = [
+        bench_size(int(n), args.runs, args.python, args.backend) for n in args.sizes.split(",")
+    ]
+    cold = cold_start(max(args.runs, 3), args.python, args.backend)
+    json.dump(
+        {
+            "backend": args.backend,
+            "kernel": platform.release(),
+            "cpus": os.cpu_count(),
+            "static": results,
+            "cold_start": cold,
+        },
+        sys.stdout,
+        indent=1,
+    )
     sys.stdout.write("\n")
     return 0
 

@@ -13,15 +13,19 @@ Exit codes (also in --help, the README and bmx7-wg(8)):
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from bmx7_wg import __version__
 from bmx7_wg.config_model import DEFAULT_CONFIG_PATH, Config
 from bmx7_wg.errors import Bmx7WgError, ConfigError, ConflictError, UsageError
+
+if TYPE_CHECKING:
+    from bmx7_wg.actions import Action
 
 log = logging.getLogger("bmx7_wg")
 
@@ -81,10 +85,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    collecting = gc.isenabled()
+    try:
+        return _main(argv)
+    finally:
+        if collecting:
+            gc.enable()  # main() is also called in-process (tests)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     debug = False
     try:
         args = build_parser().parse_args(argv)
         debug = args.debug
+        if args.verb != "run":
+            # A one-shot command makes hundreds of thousands of small objects at 10,000
+            # peers (parsed tables, peers, actions) and few reference cycles, and exits
+            # within seconds: the cycle collector's passes over them cost 50-80 ms of a
+            # no-op apply and would free nothing. The service keeps the collector.
+            gc.disable()
         _setup_logging(args)
         verb: Callable[[argparse.Namespace], int] = VERBS[args.verb]
         return verb(args)
@@ -125,7 +144,36 @@ def _load(args: argparse.Namespace) -> Config:
 
 def _print_json(obj: Any) -> None:
     # One write: json.dump would issue one per token (400,000 for 10,000 peers).
-    sys.stdout.write(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    sys.stdout.write(format_json(obj) + "\n")
+
+
+def format_json(value: Any, indent: str = "") -> str:
+    """JSON indented by two spaces, with every object that holds no list of objects (an
+    action, a peer) on one line.
+
+    Readable and greppable line by line, and cheaper than `json.dumps(indent=...)`, which
+    falls back to the pure-Python encoder: each one-line object goes through the C one.
+    """
+    inner = indent + "  "
+    if _spans_lines(value):
+        items = [f"{inner}{json.dumps(str(k))}: {format_json(v, inner)}" for k, v in value.items()]
+        return "{\n" + ",\n".join(items) + f"\n{indent}}}"
+    if _is_list_of_containers(value):
+        return "[\n" + ",\n".join([inner + format_json(v, inner) for v in value]) + f"\n{indent}]"
+    return json.dumps(value)
+
+
+def _spans_lines(value: Any) -> bool:
+    """Whether `value` is an object that holds, at any depth, a list of objects or lists."""
+    return type(value) is dict and any(_is_list_of_containers(v) or _spans_lines(v) for v in value.values())
+
+
+def _is_list_of_containers(value: Any) -> bool:
+    return type(value) is list and any(map(_is_container, value))
+
+
+def _is_container(value: Any) -> bool:
+    return type(value) is dict or type(value) is list
 
 
 # -- verbs -------------------------------------------------------------------------
@@ -157,7 +205,7 @@ def _reconcile(args: argparse.Namespace, *, check: bool, verb: str) -> int:
         engine = Engine(system)
         p = engine.make_plan(cfg, create_keys=not check, mesh=mesh.inputs)
         if not check:
-            engine.apply(p, on_done=lambda a: log.info("%s", a.describe()))
+            engine.apply(p, on_done=_log_done)
         mesh.publish(p.desired, check=check)
     result: dict[str, Any] = {"changed": bool(p.actions) or mesh.changed, "check": check}
     if verb == "plan":
@@ -181,6 +229,12 @@ def _reconcile(args: argparse.Namespace, *, check: bool, verb: str) -> int:
     else:
         print(f"{len(lines)} change(s) applied")
     return 0
+
+
+def _log_done(action: Action) -> None:
+    # Described only when shown (-v): 10,000 new peers would be 10,000 texts for nothing.
+    if log.isEnabledFor(logging.INFO):
+        log.info("%s", action.describe())
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -223,7 +277,7 @@ def _peer_labels(args: argparse.Namespace) -> dict[str, dict[str, str]]:
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    from bmx7_wg.actions import Action, DeleteLink
+    from bmx7_wg.actions import DeleteLink
     from bmx7_wg.system import System
 
     with System() as system:

@@ -10,8 +10,6 @@ reads the file and looks at key files.
 
 from __future__ import annotations
 
-import ast
-import difflib
 import ipaddress
 import json
 import os
@@ -22,6 +20,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, time
 from typing import Any
 
+from bmx7_wg import fasttoml
 from bmx7_wg.config_model import (
     DEFAULT_MESH_PORT,
     DEFAULT_STATE_DIR,
@@ -104,10 +103,19 @@ def parse(text: str, path: str, *, state_dir: str = DEFAULT_STATE_DIR) -> Config
     Returns the `Config`, or raises ConfigError listing every problem, sorted by position.
     """
     try:
-        document = tomllib.loads(text)
+        document = fasttoml.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([_syntax_error(str(exc), text, path)]) from None
-    reader = _Reader(path, Positions(text), state_dir)
+    try:
+        return _validate(document, text, path, state_dir, fast=True)
+    except ConfigError:
+        # The fast path keeps no record of where list elements were written; the messages
+        # come from a second reading that does. Only a wrong file pays for it.
+        return _validate(document, text, path, state_dir, fast=False)
+
+
+def _validate(document: dict[str, Any], text: str, path: str, state_dir: str, *, fast: bool) -> Config:
+    reader = _Reader(path, Positions(text), state_dir, fast=fast)
     reader.has_bmx7 = isinstance(document.get("bmx7"), dict)
     values = reader.table(document, (), TOP_SETTINGS)
     # A section of the wrong type (`interface = ""`) was reported already; the checks
@@ -140,6 +148,8 @@ def _syntax_error(message: str, text: str, path: str) -> Diagnostic:
     else:
         lines = text.split("\n")
         line, col = len(lines), len(lines[-1]) + 1
+    import ast  # only for messages, like difflib below: neither is loaded on the way to a valid file
+
     # tomllib names keys as Python tuples, "Cannot declare ('interface', 'wg0') twice";
     # users wrote interface.wg0.
     detail = _TUPLE_REPR.sub(lambda m: f'"{format_key_path(ast.literal_eval(m.group()))}"', match["message"])
@@ -151,8 +161,10 @@ def _syntax_error(message: str, text: str, path: str) -> Diagnostic:
 
 
 class _Reader:
-    def __init__(self, path: str, positions: Positions, state_dir: str) -> None:
+    def __init__(self, path: str, positions: Positions, state_dir: str, *, fast: bool = False) -> None:
         self.path = path
+        # Take _peer_fast for peers written canonically (see there).
+        self.fast = fast
         self.positions = positions
         self.state_dir = state_dir
         self.has_bmx7 = False
@@ -235,6 +247,8 @@ def format_key_path(path: Iterable[str | int]) -> str:
 
 
 def _did_you_mean(key: str, settings: Iterable[str]) -> str:
+    import difflib
+
     close = difflib.get_close_matches(key, list(settings), n=1)
     return f' (did you mean "{close[0]}"?)' if close else ""
 
@@ -502,13 +516,85 @@ def _peer(raw: object, path: KeyPath, reader: _Reader) -> PeerConfig | None:
     return None if values is None else PeerConfig(**values)
 
 
+# What _peer_fast takes: keys whose values it can check without the reader, and the
+# spelling of a key that decode_key accepts and _public_key returns unchanged (43 base64
+# characters whose last one leaves the unused bits zero, then "=").
+_FAST_PEER_KEYS = frozenset(("public_key", "endpoint", "allowed_ips", "persistent_keepalive", "name"))
+_CANONICAL_KEY = re.compile(r"[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=")
+
+
+def _peer_fast(raw: object) -> PeerConfig | None:
+    """The peer `_peer` would return, if every value is already in canonical form and
+    correct; None otherwise, and then `_peer` reads it.
+
+    At 10,000 peers the reader's per-value bookkeeping (key paths, origins of list
+    elements for messages) is most of the time of a no-op apply; a file that is right
+    needs none of it. Whatever this accepts, `_peer` accepts and reads to the same value
+    (tests/unit/test_config.py compares them).
+    """
+    if type(raw) is not dict or not raw.keys() <= _FAST_PEER_KEYS:
+        return None
+    key = raw.get("public_key")
+    if type(key) is not str or _CANONICAL_KEY.fullmatch(key) is None:
+        return None
+    endpoint = raw.get("endpoint")
+    if endpoint is not None:
+        if type(endpoint) is not str:
+            return None
+        endpoint = _endpoint_fast(endpoint)
+        if endpoint is None:
+            return None
+    allowed = raw.get("allowed_ips", ())
+    if type(allowed) is not list and allowed != ():
+        return None
+    for network in allowed:
+        if type(network) is not str or canonical_network(network) is None:
+            return None
+    keepalive = raw.get("persistent_keepalive", 0)
+    if type(keepalive) is not int or not 0 <= keepalive <= 65535:
+        return None
+    name = raw.get("name")
+    if name is not None and type(name) is not str:
+        return None
+    return PeerConfig(
+        public_key=key,
+        allowed_ips=tuple(sorted(set(allowed))),
+        endpoint=endpoint,
+        persistent_keepalive=keepalive,
+        name=name,
+    )
+
+
+def _endpoint_fast(text: str) -> Endpoint | None:
+    """IPv4:PORT or [IPv6]:PORT with the address written as ipaddress writes it."""
+    host, colon, port = text.rpartition(":")
+    # isdigit() alone would take other scripts' digits; _PORT takes ASCII 0-9 only.
+    if not (colon and 0 < len(port) <= 5 and port.isascii() and port.isdigit()):
+        return None
+    number = int(port)
+    if not 1 <= number <= 65535:
+        return None
+    if host[:1] == "[" and host[-1:] == "]":
+        host = host[1:-1]
+        version = 6
+    else:
+        version = 4
+    return Endpoint(host, number) if canonical_address(host) == version else None
+
+
 def _peers(raw: object, path: KeyPath, reader: _Reader) -> tuple[PeerConfig | None, ...]:
     if not isinstance(raw, list):
         header = f"[[{format_key_path(path)}]]"
         raise _Invalid(_expected(f"an array of tables ({header})", raw))
     # A wrong peer stays as None so that the peers after it keep their index in messages.
-    peers = (reader.read(item, (*path, index), _peer) for index, item in enumerate(raw))
-    return tuple(p if isinstance(p, PeerConfig) else None for p in peers)
+    peers: list[PeerConfig | None] = []
+    for index, item in enumerate(raw):
+        peer = _peer_fast(item) if reader.fast else None
+        if peer is None:
+            read = reader.read(item, (*path, index), _peer)
+            peer = read if isinstance(read, PeerConfig) else None
+        peers.append(peer)
+    return tuple(peers)
 
 
 def _interface(raw: object, path: KeyPath, reader: _Reader) -> InterfaceConfig:
@@ -562,28 +648,30 @@ def _check_peers(
 ) -> None:
     """Peers of one interface must differ in key and must not claim the same allowed-ip."""
     own_key = _own_public_key(interface) if peers else None
-    key_owner: dict[str, KeyPath] = {}
-    ip_owner: dict[str, KeyPath] = {}
+    # Owners by peer index; key paths are only built for a message (10,000 peers).
+    key_owner: dict[str, int] = {}
+    ip_owner: dict[str, int] = {}
     for index, peer in peers:
-        peer_path = (*path, "peer", index)
-        key_path = (*peer_path, "public_key")
-        if peer.public_key == own_key:
-            reader.at_value(key_path, f"{_show(peer.public_key)} is this interface's own public key")
-        first = key_owner.setdefault(peer.public_key, peer_path)
-        if first != peer_path:
-            reader.at_value(
-                key_path,
-                f"{_show(peer.public_key)} is already used by {format_key_path(first)}"
-                f" (line {reader.line((*first, 'public_key'))})",
-            )
-        list_path = (*peer_path, "allowed_ips")
-        for network in peer.allowed_ips:
-            claimed = ip_owner.setdefault(network, peer_path)
-            if claimed != peer_path:
-                line = reader.line(reader.origin((*claimed, "allowed_ips"), network))
+        first = key_owner.setdefault(peer.public_key, index)
+        if peer.public_key == own_key or first != index:
+            key_path = (*path, "peer", index, "public_key")
+            if peer.public_key == own_key:
+                reader.at_value(key_path, f"{_show(peer.public_key)} is this interface's own public key")
+            if first != index:
+                first_path = (*path, "peer", first)
                 reader.at_value(
-                    reader.origin(list_path, network),
-                    f"{_show(network)} is already claimed by {format_key_path(claimed)} (line {line})",
+                    key_path,
+                    f"{_show(peer.public_key)} is already used by {format_key_path(first_path)}"
+                    f" (line {reader.line((*first_path, 'public_key'))})",
+                )
+        for network in peer.allowed_ips:
+            claimed = ip_owner.setdefault(network, index)
+            if claimed != index:
+                claimed_path = (*path, "peer", claimed)
+                line = reader.line(reader.origin((*claimed_path, "allowed_ips"), network))
+                reader.at_value(
+                    reader.origin((*path, "peer", index, "allowed_ips"), network),
+                    f"{_show(network)} is already claimed by {format_key_path(claimed_path)} (line {line})",
                 )
 
 

@@ -89,20 +89,18 @@ def minimal_routes(routes: Iterable[str], addresses: Iterable[str]) -> set[str]:
     # Coverage is tested by masking to each prefix length in use (few), not by comparing
     # every pair: at 10,000 peers a pairwise test would cost 10^8 comparisons.
     covering: set[tuple[int, int, int]] = set()  # (version, prefixlen, network int)
-    lengths: dict[int, set[int]] = {4: set(), 6: set()}
+    masks: dict[int, dict[int, int]] = {4: {}, 6: {}}  # version -> prefix length in use -> mask
     bits = {4: 32, 6: 128}
 
     def covered(version: int, addr: int, prefixlen: int) -> bool:
-        for q in lengths[version]:
-            if q <= prefixlen:
-                mask = ((1 << q) - 1) << (bits[version] - q)
-                if (version, q, addr & mask) in covering:
-                    return True
+        for q, mask in masks[version].items():
+            if q <= prefixlen and (version, q, addr & mask) in covering:
+                return True
         return False
 
     def add(version: int, addr: int, prefixlen: int) -> None:
         covering.add((version, prefixlen, addr))
-        lengths[version].add(prefixlen)
+        masks[version][prefixlen] = ((1 << prefixlen) - 1) << (bits[version] - prefixlen)
 
     for a in addresses:
         net = ipaddress.ip_interface(a).network
@@ -115,7 +113,7 @@ def minimal_routes(routes: Iterable[str], addresses: Iterable[str]) -> set[str]:
             parsed, r = (net.version, net.prefixlen, int(net.network_address)), str(net)
         nets.add((parsed, r))
     kept: set[str] = set()
-    for (version, prefixlen, addr), text in sorted(nets, key=lambda n: n[0][:2]):
+    for (version, prefixlen, addr), text in sorted(nets):
         if covered(version, addr, prefixlen):
             continue
         kept.add(text)

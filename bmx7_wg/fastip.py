@@ -9,10 +9,17 @@ those take the fast path, anything else still goes through `ipaddress`.
 from __future__ import annotations
 
 import socket
+from functools import lru_cache
 
 Network = tuple[int, int, int]  # (IP version, prefix length, network address as an int)
 
+# One apply reads each allowed-ip and endpoint twice (validating the file, then building
+# the desired state) and the service reads the same ones on every reconcile: remembered
+# answers cost a dict lookup. Bounded, so mesh churn cannot grow it without end.
+_CACHE_SIZE = 1 << 16
 
+
+@lru_cache(maxsize=_CACHE_SIZE)
 def canonical_network(text: str) -> Network | None:
     """`text` as a network if it is written exactly as `str(ipaddress.ip_network(text))`
     would write it (and has no host bits set); None otherwise: then ask `ipaddress`."""
@@ -39,6 +46,7 @@ def canonical_network(text: str) -> Network | None:
     return version, prefixlen, value
 
 
+@lru_cache(maxsize=_CACHE_SIZE)
 def canonical_address(text: str) -> int | None:
     """The IP version of `text` if it is an address written exactly as `ipaddress` writes
     it; None otherwise (then ask `ipaddress`)."""

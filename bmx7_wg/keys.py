@@ -7,6 +7,7 @@ import binascii
 import os
 import stat
 from dataclasses import dataclass, field
+from typing import Any
 
 from bmx7_wg.errors import KeyFileError
 
@@ -67,11 +68,77 @@ class PrivateKey:
 
     def public_key(self) -> str:
         """The base64 public key, exactly as `wg pubkey` prints it."""
-        from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-        from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+        return encode_key(x25519_public(self.raw))
 
-        pub = X25519PrivateKey.from_private_bytes(self.raw).public_key()
-        return encode_key(pub.public_bytes(Encoding.Raw, PublicFormat.Raw))
+
+def x25519_public(raw: bytes) -> bytes:
+    """The X25519 public key of a private key, by OpenSSL's libcrypto.
+
+    Asked of libcrypto directly when it can be loaded: `cryptography` (bookworm's 38)
+    costs 60-150 ms to import and set up, on every `apply` that checks a peer against the
+    interface's own key; libcrypto, which Python itself links, costs ~5 ms. The same
+    OpenSSL routine does the work either way; `cryptography` is the fallback.
+    """
+    libcrypto = _libcrypto()
+    if libcrypto is not None:
+        public = _libcrypto_public(libcrypto, raw)
+        if public is not None:
+            return public
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    return X25519PrivateKey.from_private_bytes(raw).public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+_NID_X25519 = 1034  # EVP_PKEY_X25519 in OpenSSL's obj_mac.h
+_LIBCRYPTO_NAMES = ("libcrypto.so.3", "libcrypto.so.1.1")  # OpenSSL 3 (bookworm), 1.1.1
+_libcrypto_cache: list[Any] = []
+
+
+def _libcrypto() -> Any:
+    """libcrypto with the three functions used here declared, or None."""
+    if not _libcrypto_cache:
+        _libcrypto_cache.append(_load_libcrypto())
+    return _libcrypto_cache[0]
+
+
+def _load_libcrypto() -> Any:
+    import ctypes
+
+    for name in _LIBCRYPTO_NAMES:
+        try:
+            lib = ctypes.CDLL(name)
+            new_key = lib.EVP_PKEY_new_raw_private_key
+            get_public = lib.EVP_PKEY_get_raw_public_key
+            free = lib.EVP_PKEY_free
+        except (OSError, AttributeError):
+            continue
+        new_key.restype = ctypes.c_void_p
+        new_key.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t]
+        get_public.restype = ctypes.c_int
+        get_public.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.POINTER(ctypes.c_size_t)]
+        free.restype = None
+        free.argtypes = [ctypes.c_void_p]
+        return lib
+    return None
+
+
+def _libcrypto_public(lib: Any, raw: bytes) -> bytes | None:
+    import ctypes
+
+    if len(raw) != KEY_LEN:
+        raise ValueError("a private key is 32 bytes")
+    pkey = lib.EVP_PKEY_new_raw_private_key(_NID_X25519, None, raw, KEY_LEN)
+    if not pkey:
+        return None
+    try:
+        out = ctypes.create_string_buffer(KEY_LEN)
+        size = ctypes.c_size_t(KEY_LEN)
+        if lib.EVP_PKEY_get_raw_public_key(pkey, out, ctypes.byref(size)) != 1 or size.value != KEY_LEN:
+            return None
+        return out.raw
+    finally:
+        lib.EVP_PKEY_free(pkey)
 
 
 @dataclass(frozen=True)

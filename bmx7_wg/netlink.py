@@ -1,14 +1,16 @@
 """The rtnetlink boundary: links, addresses and routes of the current network namespace.
 
-This is the only module that talks rtnetlink. It takes and returns plain values (names,
-canonical address strings) and turns every kernel or socket failure into a
-NetlinkOperationError that names the interface and the operation in words.
+This is the only module that talks rtnetlink (bmx7_wg.rtnl builds and sends the
+requests). It takes and returns plain values (names, canonical address strings),
+decides what is ours and how a route or address is made, and turns every kernel or
+socket failure into a NetlinkOperationError that names the interface and the operation
+in words.
 
-pyroute2 is imported when a Netlink is opened, not when this module is imported:
-importing it costs 150-270 ms, and `check`, `genkey`, `pubkey` and `address` never
-need netlink. The same code runs on pyroute2 0.7.2 (Debian bookworm) and 0.9.x; the
-calls used here were checked on both, and where their defaults differ (route dumps,
-message accessors) the arguments are spelled out and results are filtered here.
+Reading and writing both go through bmx7_wg.rtnl, which needs only the standard
+library: importing pyroute2 and opening an IPRoute costs ~100 ms (more on slow
+machines), as much as `wg syncconf` needs for a whole change, and every `apply` talks
+rtnetlink (a no-op one reads, a one-peer change adds a route). The requests are the
+ones pyroute2 and iproute2 send for the same changes.
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TypedDict
 
+from bmx7_wg import rtnl
 from bmx7_wg.errors import ApplyError, BackendUnavailable
 
 IFF_UP = 0x1
@@ -83,25 +86,18 @@ class LinkInfo:
 class Netlink:
     """rtnetlink of the network namespace the caller runs in.
 
-    No namespace argument on purpose: pyroute2's netns= creates a namespace when the
-    name is mistyped. The caller enters the namespace before opening a Netlink.
-    Not thread-safe; with pyroute2 0.9 it must not be used from a thread that runs
-    an asyncio event loop (pyroute2 then fails with "event loop is already running").
+    No namespace argument on purpose: the socket belongs to the namespace it was opened
+    in, so the caller enters the namespace before opening a Netlink and stays in it.
+    Not thread-safe.
     """
 
     def __init__(self) -> None:
-        from pyroute2 import IPRoute
-        from pyroute2.netlink.exceptions import NetlinkError
-
-        self._failures: tuple[type[BaseException], ...] = (NetlinkError, OSError)
-        self._closed = False
         with self._request(None, "open a netlink socket"):
-            self._ipr: Any = IPRoute()
+            self._rtnl = rtnl.RouteSocket()
 
     def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self._ipr.close()
+        # Idempotent; afterwards every request fails with EBADF ("Bad file descriptor").
+        self._rtnl.close()
 
     def __enter__(self) -> Netlink:
         return self
@@ -119,26 +115,20 @@ class Netlink:
     def links(self) -> dict[str, LinkInfo]:
         """Every link of the namespace, by name: one link dump and one address dump."""
         with self._request(None, "list links"):
-            link_msgs = list(self._ipr.link("dump"))
-            addr_msgs = list(self._ipr.addr("dump"))
-        by_index = _addresses_by_index(addr_msgs)
-        infos = (_link_info(m, by_index.get(int(m["index"]), frozenset())) for m in link_msgs)
+            links = self._rtnl.links()
+            addresses = self._rtnl.addresses()
+        by_index = _addresses_by_index(addresses)
+        infos = (_link_info(link, by_index.get(link.index, frozenset())) for link in links)
         return {info.name: info for info in infos}
 
     def link(self, name: str) -> LinkInfo | None:
         """The named link, or None if it does not exist."""
-        try:
-            link_msgs = list(self._ipr.link("get", ifname=name))
-            addr_msgs = list(self._ipr.addr("dump"))
-        except self._failures as exc:
-            if _code(exc) == errno.ENODEV:
+        with self._request(name, "read link"):
+            link = self._rtnl.link(name)  # None on ENODEV
+            if link is None:
                 return None
-            raise _error(name, "read link", exc) from exc
-        if not link_msgs:
-            return None
-        msg = link_msgs[0]
-        addresses = _addresses_by_index(addr_msgs).get(int(msg["index"]), frozenset())
-        return _link_info(msg, addresses)
+            addresses = self._rtnl.addresses()
+        return _link_info(link, _addresses_by_index(addresses).get(link.index, frozenset()))
 
     def routes(self, ifindex: int, proto: int) -> frozenset[str]:
         """Main-table unicast routes out of this link with this rtm_protocol, both families."""
@@ -147,18 +137,22 @@ class Netlink:
     def routes_by_link(self, proto: int) -> dict[int, frozenset[str]]:
         """Main-table unicast routes with this rtm_protocol, by outgoing link, both families.
 
-        One dump per family for all links: observing several interfaces must not dump the
-        route table once per interface. Dumps each family explicitly: pyroute2 0.7.2 dumps
-        only IPv4 by default and nothing at all for AF_UNSPEC. Filtering happens here, not in
-        pyroute2, because its filter arguments do not mean the same in 0.7 and 0.9.
+        One dump for all links and both families (AF_UNSPEC): observing several interfaces
+        must not dump the route table once per interface. The kernel filters nothing here
+        (filtering dumps needs strict checking, which older kernels lack); this does.
         """
         found: dict[int, set[str]] = {}
         with self._request(None, "list routes"):
-            for family in (socket.AF_INET, socket.AF_INET6):
-                for msg in self._ipr.route("dump", family=family):
-                    route = _route_network(msg, proto)
-                    if route is not None:
-                        found.setdefault(route[0], set()).add(route[1])
+            routes = self._rtnl.routes(socket.AF_UNSPEC)
+        for route in routes:
+            if (
+                route.table == RT_TABLE_MAIN
+                and route.type == RTN_UNICAST
+                and route.protocol == proto
+                and route.oif is not None
+                and route.family in (socket.AF_INET, socket.AF_INET6)
+            ):
+                found.setdefault(route.oif, set()).add(_network_text(route))
         return {ifindex: frozenset(networks) for ifindex, networks in found.items()}
 
     def wait_for_link(self, name: str, timeout: float = 5.0) -> LinkInfo:
@@ -179,8 +173,9 @@ class Netlink:
     def create_wireguard(self, name: str) -> None:
         operation = "create WireGuard link"
         try:
-            self._ipr.link("add", ifname=name, kind="wireguard")
-        except self._failures as exc:
+            self._rtnl.create_link(name, "wireguard")
+        except OSError as exc:
+            # An unknown link kind (no module to load for it) is EOPNOTSUPP.
             if _code(exc) == errno.EOPNOTSUPP:
                 raise WireGuardUnsupported(
                     name,
@@ -194,25 +189,25 @@ class Netlink:
         operation = "delete link"
         index = self._index(name, operation)
         with self._request(name, operation):
-            self._ipr.link("del", index=index)
+            self._rtnl.delete_link(index)
 
     def set_alias(self, name: str, alias: str) -> None:
         operation = "set alias"
         index = self._index(name, operation)
         with self._request(name, operation):
-            self._ipr.link("set", index=index, ifalias=alias)
+            self._rtnl.set_link(index, alias=alias)
 
     def set_mtu(self, name: str, mtu: int) -> None:
         operation = f"set MTU {mtu}"
         index = self._index(name, operation)
         with self._request(name, operation):
-            self._ipr.link("set", index=index, mtu=mtu)
+            self._rtnl.set_link(index, mtu=mtu)
 
     def set_up(self, name: str) -> None:
         operation = "set link up"
         index = self._index(name, operation)
         with self._request(name, operation):
-            self._ipr.link("set", index=index, flags=IFF_UP, change=IFF_UP)
+            self._rtnl.set_link(index, flags=IFF_UP, change=IFF_UP)
 
     def disable_ipv6_autoconf(self, name: str) -> None:
         """addrgenmode none: the link gets no fe80 address when it goes up.
@@ -222,9 +217,8 @@ class Netlink:
         """
         operation = "disable IPv6 address autoconfiguration"
         index = self._index(name, operation)
-        spec = {"attrs": [("AF_INET6", {"attrs": [("IFLA_INET6_ADDR_GEN_MODE", IN6_ADDR_GEN_MODE_NONE)]})]}
         with self._request(name, operation):
-            self._ipr.link("set", index=index, IFLA_AF_SPEC=spec)
+            self._rtnl.set_link(index, addr_gen_mode=IN6_ADDR_GEN_MODE_NONE)
 
     # Addresses
 
@@ -233,24 +227,18 @@ class Netlink:
         operation = f"add address {address}"
         parsed = _parse_address(name, operation, address)
         index = self._index(name, operation)
-        request: dict[str, Any] = {
-            "index": index,
-            "address": str(parsed.ip),
-            "prefixlen": parsed.network.prefixlen,
-        }
-        if parsed.version == 6:
-            # Without nodad the address stays tentative for a second or more and cannot
-            # be used as a source meanwhile; a point-to-point tunnel has no one to clash with.
-            request["flags"] = IFA_F_NODAD
+        # Without nodad an IPv6 address stays tentative for a second or more and cannot
+        # be used as a source meanwhile; a point-to-point tunnel has no one to clash with.
+        flags = IFA_F_NODAD if parsed.version == 6 else 0
         with self._request(name, operation):
-            self._ipr.addr("add", **request)
+            self._rtnl.add_address(index, _family(parsed), parsed.ip.packed, parsed.network.prefixlen, flags)
 
     def remove_address(self, name: str, address: str) -> None:
         operation = f"remove address {address}"
         parsed = _parse_address(name, operation, address)
         index = self._index(name, operation)
         with self._request(name, operation, {errno.EADDRNOTAVAIL: "the link has no such address"}):
-            self._ipr.addr("del", index=index, address=str(parsed.ip), prefixlen=parsed.network.prefixlen)
+            self._rtnl.delete_address(index, _family(parsed), parsed.ip.packed, parsed.network.prefixlen)
 
     # Routes
 
@@ -262,12 +250,7 @@ class Netlink:
         # IPv4 device routes get link scope, as `ip route add NET dev IF` gives them.
         scope = RT_SCOPE_LINK if parsed.version == 4 else RT_SCOPE_UNIVERSE
         with self._request(name, operation):
-            self._ipr.route(
-                "add",
-                **_route_key(parsed, index, proto),
-                scope=scope,
-                type=RTN_UNICAST,
-            )
+            self._rtnl.add_route(**_route_key(parsed, index, proto), scope=scope, route_type=RTN_UNICAST)
 
     def remove_route(self, name: str, network: str, proto: int) -> None:
         """Remove the route only if it goes through this link and carries `proto`."""
@@ -276,16 +259,16 @@ class Netlink:
         index = self._index(name, operation)
         hints = {errno.ESRCH: f"the link has no such route with protocol {proto}"}
         with self._request(name, operation, hints):
-            self._ipr.route("del", **_route_key(parsed, index, proto), scope=RT_SCOPE_NOWHERE)
+            self._rtnl.delete_route(**_route_key(parsed, index, proto), scope=RT_SCOPE_NOWHERE)
 
     # Helpers
 
     def _index(self, name: str, operation: str) -> int:
         with self._request(name, operation):
-            msgs = list(self._ipr.link("get", ifname=name))
-        if not msgs:
+            link = self._rtnl.link(name)  # None on ENODEV
+        if link is None:
             raise LinkNotFound(name, operation, os.strerror(errno.ENODEV), errno.ENODEV)
-        return int(msgs[0]["index"])
+        return link.index
 
     @contextmanager
     def _request(
@@ -293,26 +276,24 @@ class Netlink:
     ) -> Iterator[None]:
         try:
             yield
-        except self._failures as exc:
+        except OSError as exc:
             raise _error(interface, operation, exc, hints) from exc
 
 
-def _code(exc: BaseException) -> int | None:
-    """The errno of a pyroute2 NetlinkError (`code`) or of an OSError (`errno`)."""
-    code = getattr(exc, "code", None)
-    if code is None:
-        code = getattr(exc, "errno", None)
+def _code(exc: OSError) -> int | None:
+    """The errno of an OSError, if it has one."""
+    code = exc.errno
     return abs(code) if isinstance(code, int) else None
 
 
-def _reason(exc: BaseException) -> str:
+def _reason(exc: OSError) -> str:
     code = _code(exc)
     if code is None:
         return str(exc) or type(exc).__name__
     reason = os.strerror(code)
-    # pyroute2 passes the kernel's extended ack text as the message when there is one.
-    args: tuple[object, ...] = exc.args
-    detail = args[1] if len(args) > 1 and isinstance(args[1], str) else ""
+    # bmx7_wg.rtnl says more than the errno where it has more to say (a reply too big,
+    # a malformed one): that text follows the errno's.
+    detail = exc.strerror
     if detail and detail != reason:
         reason = f"{reason} ({detail})"
     return reason
@@ -321,7 +302,7 @@ def _reason(exc: BaseException) -> str:
 def _error(
     interface: str | None,
     operation: str,
-    exc: BaseException,
+    exc: OSError,
     hints: Mapping[int, str] | None = None,
 ) -> NetlinkOperationError:
     code = _code(exc)
@@ -349,78 +330,87 @@ def _parse_network(name: str, operation: str, text: str) -> KernelNetwork:
         ) from None
 
 
-def _route_key(network: KernelNetwork, index: int, proto: int) -> dict[str, Any]:
-    family = socket.AF_INET if network.version == 4 else socket.AF_INET6
-    return {
-        "family": family,
-        "dst": str(network.network_address),
-        "dst_len": network.prefixlen,
-        "oif": index,
-        "table": RT_TABLE_MAIN,
-        "proto": proto,
-    }
+def _family(value: KernelAddress | KernelNetwork) -> int:
+    return socket.AF_INET if value.version == 4 else socket.AF_INET6
 
 
-def _attr(msg: Any, name: str) -> Any:
-    # get_attr exists in 0.7 and 0.9; 0.7's msg.get(NAME) does not look at attributes.
-    return msg.get_attr(name)
+class _RouteKey(TypedDict):
+    """What names one of our routes, for adding it and for removing only it (the
+    keyword arguments of rtnl.RouteSocket.add_route and delete_route)."""
+
+    family: int
+    table: int
+    dst: bytes
+    dst_len: int
+    oif: int
+    protocol: int
 
 
-def _link_info(msg: Any, addresses: frozenset[str]) -> LinkInfo:
-    linkinfo = _attr(msg, "IFLA_LINKINFO")
-    kind = _attr(linkinfo, "IFLA_INFO_KIND") if linkinfo is not None else None
-    alias = _attr(msg, "IFLA_IFALIAS")
+def _route_key(network: KernelNetwork, index: int, proto: int) -> _RouteKey:
+    return _RouteKey(
+        family=_family(network),
+        table=RT_TABLE_MAIN,
+        dst=network.network_address.packed,
+        dst_len=network.prefixlen,
+        oif=index,
+        protocol=proto,
+    )
+
+
+def _link_info(link: rtnl.Link, addresses: frozenset[str]) -> LinkInfo:
     return LinkInfo(
-        name=str(_attr(msg, "IFLA_IFNAME")),
-        ifindex=int(msg["index"]),
-        kind=str(kind) if kind else None,
-        alias=str(alias) if alias else None,
-        mtu=int(_attr(msg, "IFLA_MTU") or 0),
-        up=bool(int(msg["flags"]) & IFF_UP),
+        name=link.name,
+        ifindex=link.index,
+        kind=link.kind,
+        alias=link.alias,
+        mtu=link.mtu,
+        up=bool(link.flags & IFF_UP),
         addresses=addresses,
     )
 
 
-def _address_text(msg: Any) -> str | None:
-    """ "ADDR/PREFIXLEN" of one address message, or None for link-local and odd messages."""
-    family = msg["family"]
-    if family == socket.AF_INET:
+def _ip_text(family: int, packed: bytes) -> str:
+    """A packed address as `ipaddress` writes it (the C library's spelling, which is the
+    same but for IPv6 with an embedded IPv4 address); ValueError if it is not one."""
+    text = socket.inet_ntop(family, packed)
+    if family == socket.AF_INET6 and "." in text:
+        text = str(ipaddress.IPv6Address(packed))
+    return text
+
+
+def _address_text(address: rtnl.Address) -> str | None:
+    """ "ADDR/PREFIXLEN" of one address, or None for link-local and odd ones."""
+    if address.family == socket.AF_INET:
         # On a point-to-point address IFA_ADDRESS is the peer; IFA_LOCAL is ours.
-        ip = _attr(msg, "IFA_LOCAL") or _attr(msg, "IFA_ADDRESS")
-    elif family == socket.AF_INET6:
-        ip = _attr(msg, "IFA_ADDRESS") or _attr(msg, "IFA_LOCAL")
+        packed = address.local or address.address
+    elif address.family == socket.AF_INET6:
+        packed = address.address or address.local
     else:
         return None
-    if not ip:
+    if not packed:
         return None
-    address = ipaddress.ip_interface(f"{ip}/{msg['prefixlen']}")
-    if address.version == 6 and address.ip.is_link_local:
+    text = _ip_text(address.family, packed)
+    # fe80::/10, what ipaddress calls link-local (packed is 16 bytes once _ip_text took it).
+    if address.family == socket.AF_INET6 and packed[0] == 0xFE and packed[1] & 0xC0 == 0x80:
         return None
-    return str(address)
+    return f"{text}/{address.prefixlen}"
 
 
-def _addresses_by_index(msgs: Iterable[Any]) -> dict[int, frozenset[str]]:
+def _addresses_by_index(addresses: Iterable[rtnl.Address]) -> dict[int, frozenset[str]]:
     grouped: dict[int, set[str]] = {}
-    for msg in msgs:
-        text = _address_text(msg)
+    for address in addresses:
+        text = _address_text(address)
         if text is not None:
-            grouped.setdefault(int(msg["index"]), set()).add(text)
+            grouped.setdefault(address.index, set()).add(text)
     return {index: frozenset(texts) for index, texts in grouped.items()}
 
 
-def _route_network(msg: Any, proto: int) -> tuple[int, str] | None:
-    """(outgoing link, destination) of a route message if it is ours to report, else None."""
-    table = _attr(msg, "RTA_TABLE")
-    if table is None:
-        table = msg["table"]
-    oif = _attr(msg, "RTA_OIF")
-    if table != RT_TABLE_MAIN or msg["type"] != RTN_UNICAST or msg["proto"] != proto or oif is None:
-        return None
-    family = msg["family"]
-    dst = _attr(msg, "RTA_DST")
-    if dst is None:  # a default route carries no RTA_DST
-        dst = "0.0.0.0" if family == socket.AF_INET else "::"
-    return oif, str(ipaddress.ip_network(f"{dst}/{msg['dst_len']}"))
+def _network_text(route: rtnl.Route) -> str:
+    """The route's destination as `ipaddress` writes a network ("0.0.0.0/0", "::/0" for a
+    default route, which carries no RTA_DST). The kernel keeps no host bits in a route."""
+    if route.dst is None:
+        return "0.0.0.0/0" if route.family == socket.AF_INET else "::/0"
+    return f"{_ip_text(route.family, route.dst)}/{route.dst_len}"
 
 
 def kernel_has_wireguard() -> bool:

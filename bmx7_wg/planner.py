@@ -122,17 +122,15 @@ def _configure(want: DesiredInterface, have: ObservedInterface | None) -> list[A
 def _plan_peers(name: str, want: Mapping[str, Peer], have: Mapping[str, Peer]) -> list[Action]:
     # Removals first: an allowed-ip handed from one peer to another must leave the old
     # peer before the new one claims it, or the device would move it back and forth.
-    removals: list[Action] = [RemovePeer(name, public_key=k) for k in sorted(have) if k not in want]
+    removals: list[Action] = [RemovePeer(name, public_key=k) for k in sorted(have.keys() - want.keys())]
     updates: list[Action] = []
     additions: list[Action] = []
-    for key in sorted(want):
+    # Equal peers (the common case at scale) are dropped before sorting, in one pass.
+    for key in sorted(k for k, peer in want.items() if have.get(k) != peer):
         peer = want[key]
         current = have.get(key)
         if current is None:
             additions.append(AddPeer(name, peer=peer))
-            continue
-        # Equal peers (the common case at scale) are skipped without a field-by-field look.
-        if peer == current:
             continue
         changed = _changed_fields(peer, current)
         if changed:

@@ -139,11 +139,11 @@ class System:
 
         On failure raises ApplyError naming what failed and what was already done; what is
         done stays done (the next apply plans only the rest)."""
-        done: list[str] = []
+        done: list[Action] = []  # described only for an error: 10,000 peers are 10,000 texts
 
         def finished(batch: list[Action]) -> None:
             for a in batch:
-                done.append(a.describe())
+                done.append(a)
                 on_done(a)
 
         i = 0
@@ -161,7 +161,9 @@ class System:
                 else:
                     self._apply_link(action)
             except Bmx7WgError as exc:
-                raise ApplyError(f"{exc} (while trying: {_summary(batch)})", done) from None
+                raise ApplyError(
+                    f"{exc} (while trying: {_summary(batch)})", [a.describe() for a in done]
+                ) from None
             finished(batch)
             i = j
 

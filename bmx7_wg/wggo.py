@@ -91,32 +91,8 @@ def _link_exists(name: str) -> bool:
     return True
 
 
-def start(name: str, socket_dir: str = DEFAULT_SOCKET_DIR, timeout: float = START_TIMEOUT) -> None:
-    """Create interface `name` in the current network namespace, run by a wireguard-go daemon.
-
-    The daemon outlives this process; deleting the interface stops it. Returns once the
-    device answers on its socket. Raises BackendUnavailable without wireguard-go and
-    WireGuardGoError when it fails (with its own message) or does not answer in `timeout`.
-    `socket_dir` must be where this process sees wireguard-go's socket directory.
-    """
-    _check_name(name)
-    program = find_wireguard_go()
-    if program is None:
-        where = os.environ.get(ENV_OVERRIDE)
-        hint = f"{ENV_OVERRIDE}={where} is not an executable" if where else "not found in PATH"
-        raise BackendUnavailable(
-            f"{name}: the userspace backend needs wireguard-go ({hint}); "
-            "install the wireguard-go package"
-        )
-    # A daemon whose interface was just deleted (by `down`, by a person, or an earlier
-    # apply killed half-way) exits on its own a moment later and takes its socket with it.
-    # Starting over it would fail with "unix socket in use": give it that moment.
-    socket_path = os.path.join(socket_dir, f"{name}.sock")
-    deadline = time.monotonic() + SOCKET_RELEASE_WAIT
-    while os.path.exists(socket_path) and not _link_exists(name) and time.monotonic() < deadline:
-        if not UapiClient(socket_dir).answers(name):
-            break  # a stale socket (daemon killed): wireguard-go replaces it itself
-        time.sleep(0.02)
+def _launch(program: str, name: str, timeout: float) -> tuple[int, str]:
+    """Run wireguard-go's launcher for `name`: its exit status and its messages."""
     env = {k: v for k, v in os.environ.items() if k not in _CONTROL_ENV}
     # Its output goes to a file, not a pipe: nothing then depends on when every copy of
     # the descriptor is closed. start_new_session keeps the daemon out of our process group,
@@ -144,8 +120,71 @@ def start(name: str, socket_dir: str = DEFAULT_SOCKET_DIR, timeout: float = STAR
             ) from None
         output.seek(0)
         printed = output.read()
+    return code, _messages(printed) or f"exit status {code}"
+
+
+def _socket_released(name: str, socket_path: str, timeout: float) -> bool:
+    """Wait until the socket is gone or refuses connections, while no interface of that
+    name is in this namespace; whether it was released within `timeout`."""
+    deadline = time.monotonic() + timeout
+    client = UapiClient(os.path.dirname(socket_path))
+    while not _link_exists(name):
+        if not os.path.exists(socket_path) or not client.answers(name):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
+    return False
+
+
+def _started_by_another(name: str, socket_dir: str, timeout: float) -> bool:
+    """Whether the interface exists in this namespace and its daemon answers within
+    `timeout`: another wireguard-go started it while ours was starting."""
+    if not _link_exists(name):
+        return False
+    try:
+        wait_until_ready(UapiClient(socket_dir), name, timeout)
+    except DeviceUnreachable:
+        return False
+    return True
+
+
+def start(name: str, socket_dir: str = DEFAULT_SOCKET_DIR, timeout: float = START_TIMEOUT) -> None:
+    """Create interface `name` in the current network namespace, run by a wireguard-go daemon.
+
+    The daemon outlives this process; deleting the interface stops it. Returns once the
+    device answers on its socket. Raises BackendUnavailable without wireguard-go and
+    WireGuardGoError when it fails (with its own message) or does not answer in `timeout`.
+    `socket_dir` must be where this process sees wireguard-go's socket directory.
+    """
+    _check_name(name)
+    program = find_wireguard_go()
+    if program is None:
+        where = os.environ.get(ENV_OVERRIDE)
+        hint = f"{ENV_OVERRIDE}={where} is not an executable" if where else "not found in PATH"
+        raise BackendUnavailable(
+            f"{name}: the userspace backend needs wireguard-go ({hint}); "
+            "install the wireguard-go package"
+        )
+    # A daemon whose interface was just deleted (by `down`, by a person, or an earlier
+    # apply killed half-way) exits on its own a moment later and takes its socket with it.
+    # Starting over it would fail with "unix socket in use": give it that moment.
+    socket_path = os.path.join(socket_dir, f"{name}.sock")
+    deadline = time.monotonic() + SOCKET_RELEASE_WAIT
+    while os.path.exists(socket_path) and not _link_exists(name) and time.monotonic() < deadline:
+        if not UapiClient(socket_dir).answers(name):
+            break  # a stale socket (daemon killed): wireguard-go replaces it itself
+        time.sleep(0.02)
+    code, detail = _launch(program, name, timeout)
+    if code != 0 and _started_by_another(name, socket_dir, timeout):
+        # An apply killed a moment ago can leave its wireguard-go starting this same
+        # interface; ours then finds the TUN or the socket taken. Theirs is the device.
+        return
+    if code != 0 and "unix socket in use" in detail and _socket_released(name, socket_path, timeout):
+        # The socket's daemon had no interface here: one whose interface was deleted,
+        # still shutting down. It has gone now; start again, once.
+        code, detail = _launch(program, name, timeout)
     if code != 0:
-        detail = _messages(printed) or f"exit status {code}"
         if "unix socket in use" in detail:
             detail += (
                 f" (another wireguard-go already serves {name}, maybe in another network "

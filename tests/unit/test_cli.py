@@ -110,3 +110,52 @@ def test_light_verbs_do_not_import_pyroute2(verb: list[str], tmp_path: Path) -> 
         [bmx7_wg_command()[0], "-c", code], capture_output=True, text=True, env=child_env(), timeout=60
     )
     assert proc.stdout.split() == ["0", "False"], proc.stderr
+
+
+# --- JSON output ---------------------------------------------------------------------------
+
+
+def test_json_output_puts_each_action_on_one_line() -> None:
+    from bmx7_wg.cli import format_json
+
+    actions = [
+        {"kind": "add_peer", "interface": "wg0", "allowed_ips": ["10.0.0.0/24"], "endpoint": None},
+        {"kind": "set_mtu", "interface": "wg0", "mtu": 1420},
+    ]
+    result = {"changed": True, "check": False, "actions": actions, "refused": [], "empty": {}}
+    text = format_json(result)
+    assert json.loads(text) == result
+    lines = text.splitlines()
+    assert lines[0] == "{" and lines[-1] == "}"
+    first = '{"kind": "add_peer", "interface": "wg0", "allowed_ips": ["10.0.0.0/24"], "endpoint": null}'
+    assert f"    {first}," in lines
+    assert '    {"kind": "set_mtu", "interface": "wg0", "mtu": 1420}' in lines
+    assert '  "refused": [],' in lines
+    # An action that carries a peer object is still one line.
+    nested = {"interface": "wg0", "action": "add_peer", "peer": {"public_key": "k", "allowed_ips": []}}
+    assert format_json({"actions": [nested]}).splitlines()[2] == "    " + json.dumps(nested)
+
+
+def test_json_output_of_show_puts_each_peer_on_one_line() -> None:
+    from bmx7_wg.cli import format_json
+
+    peers = [{"public_key": f"k{i}", "allowed_ips": ["10.0.0.0/24"]} for i in range(3)]
+    text = format_json({"interfaces": [{"name": "wg0", "peers": peers}]})
+    lines = [line.rstrip(",") for line in text.splitlines()]
+    for peer in peers:
+        assert "        " + json.dumps(peer) in lines
+
+
+def test_json_output_of_nested_objects_and_odd_values() -> None:
+    from bmx7_wg.cli import format_json
+
+    for value in [
+        {},
+        [],
+        {"interfaces": [{"name": "wg0", "peers": [{"public_key": "k", "name": "é\"\n"}]}]},
+        [[1], [2, [3]]],
+        {"a": {"b": {"c": [1.5, True, None]}}},
+        "text",
+        7,
+    ]:
+        assert json.loads(format_json(value)) == value

@@ -538,6 +538,26 @@ def test_start_explains_a_socket_in_use(tmp_path: Path, monkeypatch: pytest.Monk
         wggo.start("wg0", str(tmp_path))
 
 
+def test_start_tries_again_once_a_socket_in_use_is_released(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The socket's daemon (one whose interface was just deleted) has gone by the time
+    # start() looks again: wireguard-go is run a second time, and only once more.
+    runs = tmp_path / "runs"
+    body = (
+        f"echo run >> {runs}\n"
+        f"if [ $(wc -l < {runs}) = 1 ]; then\n"
+        "  echo 'ERROR: (wg0) 2026/11/24 19:01:19 UAPI listen error: unix socket in use'\n"
+        "else\n"
+        "  echo 'ERROR: (wg0) 2026/11/24 19:01:19 Failed to create TUN device: second try'\n"
+        "fi\nexit 1\n"
+    )
+    monkeypatch.setenv(wggo.ENV_OVERRIDE, fake_program(tmp_path, body))
+    with pytest.raises(wggo.WireGuardGoError, match=r"Failed to create TUN device: second try$"):
+        wggo.start("wg0", str(tmp_path))
+    assert runs.read_text() == "run\nrun\n"
+
+
 def test_start_gives_up_on_a_hung_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(wggo.ENV_OVERRIDE, fake_program(tmp_path, "exec sleep 30\n"))
     t0 = time.monotonic()
@@ -581,3 +601,76 @@ def test_uapi_module_stays_light() -> None:
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert out.stdout.strip() == "False", out.stderr
+
+
+# --- the block reader and the line reader agree ---------------------------------------------
+
+
+def _same(a: object, b: object) -> bool:
+    # Device.stats is compare=False: compare it on its own.
+    return a == b and getattr(a, "stats", None) == getattr(b, "stats", None)
+
+
+@pytest.mark.parametrize("name", ["empty.txt", "peers.txt", "handshake.txt"])
+def test_block_reader_takes_captured_dumps(name: str) -> None:
+    from bmx7_wg import uapi
+
+    text = fixture(name)
+    if "public_key=" in text:
+        first, last = text.find("public_key="), text.rfind("\nerrno=")
+        assert uapi._parse_peer_blocks(text[first : last + 1], "wg0") is not None
+    assert _same(parse_get(text), uapi._parse_get_lines(text, "wg0"))
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        # Each edit takes the dump off the block reader's exact layout; the line reader's
+        # answer (or error) must stand.
+        lambda t: t.replace("protocol_version=1\n", "", 1),
+        lambda t: t.replace("protocol_version=1\n", "protocol_version=2\n", 1),
+        lambda t: t.replace("tx_bytes=", "unknown_key=7\ntx_bytes=", 1),
+        lambda t: t.replace("endpoint=127.0.0.1:51820", "endpoint=[::ffff:127.0.0.1]:51820"),
+        lambda t: t.replace("allowed_ip=10.99.0.1/32", "allowed_ip=::ffff:10.99.0.1/128"),
+        lambda t: t.replace("allowed_ip=10.99.0.1/32", "allowed_ip=10.99.0.1/33"),
+        lambda t: t.replace("last_handshake_time_sec=1795546980", "last_handshake_time_sec=x"),
+        lambda t: t.replace("errno=0\n", "errno=0\npublic_key=" + "ab" * 32 + "\n", 1),
+        lambda t: t + t[t.find("public_key=") : t.rfind("errno=")] + "errno=0\n\n",
+        lambda t: t.replace("public_key=", "PUBLIC_key=", 1),
+    ],
+)
+def test_block_reader_falls_back_on_any_other_layout(edit: Callable[[str], str]) -> None:
+    from bmx7_wg import uapi
+
+    text = edit(fixture("handshake.txt"))
+    try:
+        expected = uapi._parse_get_lines(text, "wg0")
+    except UapiError as exc:
+        with pytest.raises(UapiError) as info:
+            parse_get(text, "wg0")
+        assert str(info.value) == str(exc)
+        return
+    assert _same(parse_get(text, "wg0"), expected)
+
+
+def test_block_reader_on_many_peers() -> None:
+    from bmx7_wg import uapi
+
+    lines = [f"private_key={PRIVATE_HEX}", "listen_port=51820"]
+    for n in range(300):
+        lines += [
+            f"public_key={bytes([n % 256, n // 256]).hex()}{'11' * 30}",
+            f"preshared_key={PSK_HEX if n % 7 == 0 else '0' * 64}",
+            "protocol_version=1",
+            *([f"endpoint=[fd00::{n:x}]:{1000 + n}"] if n % 3 else []),
+            f"last_handshake_time_sec={n * 1000}",
+            f"last_handshake_time_nsec={n}",
+            f"tx_bytes={n * 3}",
+            f"rx_bytes={n * 5}",
+            f"persistent_keepalive_interval={n % 26}",
+            *[f"allowed_ip=10.{n // 256}.{n % 256}.{i * 16}/28" for i in range(n % 4)],
+        ]
+    text = "\n".join(lines) + "\nerrno=0\n\n"
+    device = parse_get(text, "wg0")
+    assert len(device.peers) == 300
+    assert _same(device, uapi._parse_get_lines(text, "wg0"))

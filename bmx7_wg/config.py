@@ -106,6 +106,9 @@ def parse(text: str, path: str, *, state_dir: str = DEFAULT_STATE_DIR) -> Config
         document = fasttoml.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([_syntax_error(str(exc), text, path)]) from None
+    except ValueError:
+        # tomllib lets int()'s limit on digits (4,300) escape as a plain ValueError.
+        raise ConfigError([_too_many_digits(text, path)]) from None
     try:
         return _validate(document, text, path, state_dir, fast=True)
     except ConfigError:
@@ -137,6 +140,14 @@ _TOML_ERROR = re.compile(
     r"(?P<message>.*) \(at (?:line (?P<line>\d+), column (?P<col>\d+)|end of document)\)", re.S
 )
 _TUPLE_REPR = re.compile(r"\((?:'[^'\\]*'|\"[^\"\\]*\")(?:, (?:'[^'\\]*'|\"[^\"\\]*\"))*,?\)")
+
+
+def _too_many_digits(text: str, path: str) -> Diagnostic:
+    match = re.search(r"[0-9_]{4000,}", text)
+    start = match.start() if match else 0
+    line = text.count("\n", 0, start) + 1
+    col = start - (text.rfind("\n", 0, start) + 1) + 1
+    return Diagnostic(path, line, col, "invalid TOML: a number with more digits than Python reads (4,300)")
 
 
 def _syntax_error(message: str, text: str, path: str) -> Diagnostic:

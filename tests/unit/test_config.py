@@ -374,6 +374,12 @@ CASES: list[tuple[str, str, list[str]]] = [
         ],
     ),
     (
+        # tomllib lets int()'s digit limit out as a plain ValueError.
+        "an integer too long for Python",
+        "[interface.wg0]\nlisten_port = " + "1" * 5000 + "\n",
+        [f"{PATH}:2:15: invalid TOML: a number with more digits than Python reads (4,300)"],
+    ),
+    (
         "inline peers and quoted names",
         '[interface."wg.0"]\nmtu = 1\npeer = [{public_key = "x"}]\n',
         [

@@ -6,6 +6,8 @@ inside the VM harness (BMX7_WG_TEST_BACKEND=kernel).
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from tests.integration.netns import BACKEND, Lab
@@ -48,6 +50,21 @@ def test_second_apply_changes_nothing(lab2: Lab) -> None:
     assert result == {"changed": False, "check": False, "actions": []}
     assert a.snapshot() == before
     assert a.run("apply").stdout.strip() == "no changes"
+
+
+def test_pyroute2_is_loaded_only_for_kernel_devices(lab2: Lab) -> None:
+    # `import pyroute2` costs ~100 ms per command: rtnetlink goes through the standard
+    # library (rtnl.py); only kernel WireGuard's generic netlink (kernelwg.py) needs it.
+    up(lab2)
+    a = lab2.hosts[0]
+    script = (
+        "import sys\n"
+        "from bmx7_wg import cli\n"
+        "codes = [cli.main(['-c', sys.argv[1], *verb.split()]) for verb in ('apply', 'show', 'plan')]\n"
+        "print(codes, 'pyroute2' in sys.modules)\n"
+    )
+    proc = a.exec(sys.executable, "-c", script, str(a.config_path))
+    assert proc.stdout.strip().splitlines()[-1] == f"[0, 0, 0] {BACKEND == 'kernel'}"
 
 
 def test_drift_is_repaired(lab2: Lab) -> None:

@@ -527,10 +527,10 @@ def _peer(raw: object, path: KeyPath, reader: _Reader) -> PeerConfig | None:
     return None if values is None else PeerConfig(**values)
 
 
-# What _peer_fast takes: keys whose values it can check without the reader, and the
-# spelling of a key that decode_key accepts and _public_key returns unchanged (43 base64
-# characters whose last one leaves the unused bits zero, then "=").
-_FAST_PEER_KEYS = frozenset(("public_key", "endpoint", "allowed_ips", "persistent_keepalive", "name"))
+# What _peer_fast takes: keys whose values it can check without the reader
+# (_FAST_PEER_KEYS, after PEER_SETTINGS below), and the spelling of a key that decode_key
+# accepts and _public_key returns unchanged (43 base64 characters whose last one leaves the
+# unused bits zero, then "=").
 _CANONICAL_KEY = re.compile(r"[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=")
 
 
@@ -800,3 +800,6 @@ TOP_SETTINGS = _settings(
     Setting("bmx7", _bmx7, None),
     Setting("interface", _interfaces, ()),
 )
+
+# Every peer setting but preshared_key_file, which names a file to look at (_peer_fast).
+_FAST_PEER_KEYS = frozenset(PEER_SETTINGS) - {"preshared_key_file"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import os
 import stat
 from dataclasses import dataclass, field
@@ -92,17 +93,11 @@ def x25519_public(raw: bytes) -> bytes:
 
 _NID_X25519 = 1034  # EVP_PKEY_X25519 in OpenSSL's obj_mac.h
 _LIBCRYPTO_NAMES = ("libcrypto.so.3", "libcrypto.so.1.1")  # OpenSSL 3 (bookworm), 1.1.1
-_libcrypto_cache: list[Any] = []
 
 
+@functools.cache
 def _libcrypto() -> Any:
-    """libcrypto with the three functions used here declared, or None."""
-    if not _libcrypto_cache:
-        _libcrypto_cache.append(_load_libcrypto())
-    return _libcrypto_cache[0]
-
-
-def _load_libcrypto() -> Any:
+    """libcrypto with the three functions used here declared, or None (loaded once)."""
     import ctypes
 
     for name in _LIBCRYPTO_NAMES:

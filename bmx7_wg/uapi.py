@@ -176,18 +176,20 @@ def _parse_peer_blocks(text: str, interface: str) -> tuple[dict[str, Peer], dict
             if hs_sec == "0" and hs_nsec == "0" and rx == "0" and tx == "0":
                 stats[public_key] = _NO_STATS
             else:
-                seconds, nanoseconds = int(hs_sec), int(hs_nsec)
-                stats[public_key] = PeerStats(
-                    last_handshake=seconds + nanoseconds / 1e9 if seconds or nanoseconds else 0.0,
-                    rx_bytes=int(rx),
-                    tx_bytes=int(tx),
-                )
+                stats[public_key] = _peer_stats(int(hs_sec), int(hs_nsec), int(rx), int(tx))
     except ValueError:
         return None  # the line reader names what is malformed
     return peers, stats
 
 
 _NO_STATS = PeerStats()  # a peer never heard from: shared, it is immutable
+
+
+def _peer_stats(hs_sec: int, hs_nsec: int, rx: int, tx: int) -> PeerStats:
+    """What `get` says of a peer's traffic; a handshake time of 0.0 means never."""
+    return PeerStats(
+        last_handshake=hs_sec + hs_nsec / 1e9 if hs_sec or hs_nsec else 0.0, rx_bytes=rx, tx_bytes=tx
+    )
 
 
 def _parse_get_lines(text: str, interface: str) -> Device:
@@ -216,11 +218,7 @@ def _parse_get_lines(text: str, interface: str) -> Device:
             persistent_keepalive=keepalive,
             preshared_key=psk,
         )
-        stats[public_key] = PeerStats(
-            last_handshake=hs_sec + hs_nsec / 1e9 if hs_sec or hs_nsec else 0.0,
-            rx_bytes=rx,
-            tx_bytes=tx,
-        )
+        stats[public_key] = _peer_stats(hs_sec, hs_nsec, rx, tx)
 
     key = value = ""
     try:

@@ -169,12 +169,9 @@ def start(name: str, socket_dir: str = DEFAULT_SOCKET_DIR, timeout: float = STAR
     # A daemon whose interface was just deleted (by `down`, by a person, or an earlier
     # apply killed half-way) exits on its own a moment later and takes its socket with it.
     # Starting over it would fail with "unix socket in use": give it that moment.
+    # (A stale socket, whose daemon was killed, counts as released: wireguard-go replaces it.)
     socket_path = os.path.join(socket_dir, f"{name}.sock")
-    deadline = time.monotonic() + SOCKET_RELEASE_WAIT
-    while os.path.exists(socket_path) and not _link_exists(name) and time.monotonic() < deadline:
-        if not UapiClient(socket_dir).answers(name):
-            break  # a stale socket (daemon killed): wireguard-go replaces it itself
-        time.sleep(0.02)
+    _socket_released(name, socket_path, SOCKET_RELEASE_WAIT)
     code, detail = _launch(program, name, timeout)
     if code != 0 and _started_by_another(name, socket_dir, timeout):
         # An apply killed a moment ago can leave its wireguard-go starting this same

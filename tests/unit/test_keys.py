@@ -33,7 +33,7 @@ def test_libcrypto_and_cryptography_agree() -> None:
 
 
 def test_falls_back_to_cryptography_without_libcrypto(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(keys, "_libcrypto_cache", [None])
+    monkeypatch.setattr(keys, "_libcrypto", lambda: None)
     raw = os.urandom(32)
     assert keys.x25519_public(raw) == _by_cryptography(raw)
     assert keys.PrivateKey(raw).public_key() == keys.encode_key(_by_cryptography(raw))

@@ -28,15 +28,7 @@ clean() {
 }
 
 install_deps() {
-    local need=""
-    for p in wireguard-go wireguard-tools iproute2 iputils-ping python3 python3-pyroute2 python3-cryptography; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need="$need $p"
-    done
-    if [ -n "$need" ]; then
-        echo "installing:$need"
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $need >/dev/null
-    fi
+    "$(dirname "$0")/../scripts/ensure-packages" wireguard-go wireguard-tools iproute2 iputils-ping python3 python3-pyroute2 python3-cryptography
 }
 
 up() {

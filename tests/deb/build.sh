@@ -9,16 +9,7 @@ top=$(cd "$(dirname "$0")/../.." && pwd)
 out=$top/.cache/deb
 build=$out/build
 
-need=(debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools scdoc dpkg-dev fakeroot)
-missing=()
-for p in "${need[@]}"; do
-	dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$' || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-	echo "build.sh: installing ${missing[*]}" >&2
-	apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+"$top/scripts/ensure-packages" debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools scdoc dpkg-dev fakeroot
 
 version=$(dpkg-parsechangelog -l "$top/debian/changelog" -S Version)
 src=$build/bmx7-wg-$version

@@ -14,16 +14,8 @@ out=$top/.cache/deb
 t0=$(date +%s)
 step() { echo "== $* ($(($(date +%s) - t0)) s)"; }
 
-need=(lintian piuparts mmdebstrap)
-missing=()
-for p in "${need[@]}"; do
-	dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$' || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-	echo "check.sh: installing ${missing[*]}" >&2
-	apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+# Every tool the gates below call (the build installs its own).
+"$top/scripts/ensure-packages" lintian piuparts mmdebstrap autopkgtest
 
 step build
 "$top/tests/deb/build.sh"
@@ -126,6 +118,10 @@ new_root "$out/autopkgtest-root"
 autopkgtest -U "$deb" "$out/build/bmx7-wg-$version" -- chroot "$out/autopkgtest-root" \
 	>"$out/autopkgtest.log" 2>&1 || status=$?
 grep -a -E '^[a-z][a-z0-9-]* +(PASS|FAIL|SKIP|FLAKY)' "$out/autopkgtest.log" | sort -u
-[ "${status:-0}" -eq 0 ] || { echo "check.sh: autopkgtest failed, see $out/autopkgtest.log" >&2; exit 1; }
+[ "${status:-0}" -eq 0 ] || {
+	tail -n 40 "$out/autopkgtest.log" >&2
+	echo "check.sh: autopkgtest failed (exit $status); full log: $out/autopkgtest.log" >&2
+	exit 1
+}
 
 step "all package checks passed"

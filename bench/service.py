@@ -30,7 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.static import Namespace, Workload, _env, keypair
-from bmx7_wg.announce import format_announcement
+from bmx7_wg.mesh.announce import format_announcement
 from tests.bmx7sim.sim import SimNode, make_node_id
 
 SOCKET_DIR = "/var/run/wireguard"

@@ -21,11 +21,11 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from bmx7_wg import __version__
-from bmx7_wg.config_model import DEFAULT_CONFIG_PATH, Config
+from bmx7_wg.config.model import DEFAULT_CONFIG_PATH, Config
 from bmx7_wg.errors import Bmx7WgError, ConfigError, ConflictError, UsageError
 
 if TYPE_CHECKING:
-    from bmx7_wg.actions import Action
+    from bmx7_wg.plan.actions import Action
 
 log = logging.getLogger("bmx7_wg")
 
@@ -130,16 +130,16 @@ def _main(argv: Sequence[str] | None) -> int:
 
 
 def _setup_logging(args: argparse.Namespace) -> None:
-    from bmx7_wg.logsetup import setup_logging
+    from bmx7_wg.service.logsetup import setup_logging
 
     level = logging.DEBUG if args.debug else logging.INFO if args.verbose else logging.WARNING
     setup_logging(level, service=args.verb == "run")
 
 
 def _load(args: argparse.Namespace) -> Config:
-    from bmx7_wg import config
+    from bmx7_wg.config import reader
 
-    return config.load(args.config)
+    return reader.load(args.config)
 
 
 def _print_json(obj: Any) -> None:
@@ -196,7 +196,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
 def _reconcile(args: argparse.Namespace, *, check: bool, verb: str) -> int:
     from bmx7_wg.engine import Engine
-    from bmx7_wg.mesh import mesh_inputs
+    from bmx7_wg.mesh.session import mesh_inputs
     from bmx7_wg.system import System
 
     cfg = _load(args)
@@ -247,7 +247,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     if args.interface:
         if args.interface not in observed.interfaces:
             raise UsageError(f"show: no WireGuard interface named {args.interface}")
-        from bmx7_wg.state import ObservedState
+        from bmx7_wg.plan.state import ObservedState
 
         observed = ObservedState({args.interface: observed.interfaces[args.interface]})
     data = show.interfaces_json(observed, labels)
@@ -260,16 +260,16 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def _peer_labels(args: argparse.Namespace) -> dict[str, dict[str, str]]:
     """Peer names from the configuration and the mesh, if they can be read; show works without."""
-    from bmx7_wg import config
+    from bmx7_wg.config import reader
 
     try:
-        cfg = config.load(args.config)
+        cfg = reader.load(args.config)
     except Bmx7WgError:
         return {}
     labels: dict[str, dict[str, str]] = {}
     for iface in cfg.interfaces:
         labels[iface.name] = {p.public_key: (p.name or "") for p in iface.peers}
-    from bmx7_wg.mesh import mesh_labels
+    from bmx7_wg.mesh.session import mesh_labels
 
     for name, peers in mesh_labels(cfg).items():
         labels.setdefault(name, {}).update(peers)
@@ -277,7 +277,7 @@ def _peer_labels(args: argparse.Namespace) -> dict[str, dict[str, str]]:
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    from bmx7_wg.actions import DeleteLink
+    from bmx7_wg.plan.actions import DeleteLink
     from bmx7_wg.system import System
 
     with System() as system:
@@ -291,7 +291,7 @@ def cmd_down(args: argparse.Namespace) -> int:
                 raise ConflictError(f"down: {name} is not managed by bmx7-wg; it is left alone")
         actions: list[Action] = [DeleteLink(n, reason="bmx7-wg down") for n in targets]
         system.execute(actions, {})
-    from bmx7_wg.mesh import withdraw_announcements
+    from bmx7_wg.mesh.session import withdraw_announcements
 
     withdraw_announcements(args.config, targets)
     for n in targets:
@@ -300,7 +300,7 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from bmx7_wg.service import run
+    from bmx7_wg.service.loop import run
 
     if not args.interval > 0:
         raise UsageError("run: --interval must be a positive number of seconds")
@@ -327,7 +327,7 @@ def cmd_pubkey(args: argparse.Namespace) -> int:
 
 
 def cmd_address(args: argparse.Namespace) -> int:
-    from bmx7_wg import nodeid
+    from bmx7_wg.mesh import nodeid
 
     try:
         tunnel = nodeid.tunnel_address(args.node_id)

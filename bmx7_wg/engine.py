@@ -14,14 +14,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 
 from bmx7_wg import keys
-from bmx7_wg.actions import Action
-from bmx7_wg.config_model import Config, InterfaceConfig
-from bmx7_wg.desired import InterfaceInputs, desired_state
+from bmx7_wg.config.fastip import canonical_address
+from bmx7_wg.config.model import Config, InterfaceConfig
 from bmx7_wg.errors import BackendUnavailable, KeyFileError
-from bmx7_wg.fastip import canonical_address
-from bmx7_wg.nodeid import MESH_NETWORK
-from bmx7_wg.planner import plan
-from bmx7_wg.state import DesiredState, Implementation, ObservedInterface, ObservedState, Peer
+from bmx7_wg.mesh.nodeid import MESH_NETWORK
+from bmx7_wg.plan.actions import Action
+from bmx7_wg.plan.desired import InterfaceInputs, desired_state
+from bmx7_wg.plan.planner import plan
+from bmx7_wg.plan.state import DesiredState, Implementation, ObservedInterface, ObservedState, Peer
 from bmx7_wg.system import System
 
 log = logging.getLogger(__name__)
@@ -100,13 +100,13 @@ def choose_implementation(
 
 
 def _kernel_ok() -> bool:
-    from bmx7_wg.netlink import kernel_has_wireguard
+    from bmx7_wg.net.netlink import kernel_has_wireguard
 
     return kernel_has_wireguard()
 
 
 def _userspace_ok() -> bool:
-    from bmx7_wg.wggo import find_wireguard_go
+    from bmx7_wg.wireguard.wggo import find_wireguard_go
 
     return find_wireguard_go() is not None
 

@@ -6,8 +6,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from bmx7_wg.nodeid import short_id, tunnel_address
-from bmx7_wg.state import ObservedInterface, ObservedState, Peer, PeerStats
+from bmx7_wg.mesh.nodeid import short_id, tunnel_address
+from bmx7_wg.plan.state import ObservedInterface, ObservedState, Peer, PeerStats
 
 
 def interfaces_json(

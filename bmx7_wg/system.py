@@ -12,7 +12,8 @@ from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from bmx7_wg.actions import (
+from bmx7_wg.errors import ApplyError, Bmx7WgError
+from bmx7_wg.plan.actions import (
     Action,
     AddAddress,
     AddRoute,
@@ -25,8 +26,7 @@ from bmx7_wg.actions import (
     SetMtu,
     SetUp,
 )
-from bmx7_wg.errors import ApplyError, Bmx7WgError
-from bmx7_wg.state import (
+from bmx7_wg.plan.state import (
     OWNER_ALIAS,
     ROUTE_PROTO,
     Device,
@@ -34,11 +34,11 @@ from bmx7_wg.state import (
     ObservedInterface,
     ObservedState,
 )
-from bmx7_wg.uapi import UapiClient, format_set
+from bmx7_wg.wireguard.uapi import UapiClient, format_set
 
 if TYPE_CHECKING:
-    from bmx7_wg.kernelwg import KernelWireGuard
-    from bmx7_wg.netlink import LinkInfo, Netlink
+    from bmx7_wg.net.netlink import LinkInfo, Netlink
+    from bmx7_wg.wireguard.kernel import KernelWireGuard
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ class System:
     @property
     def netlink(self) -> Netlink:
         if self._netlink is None:
-            from bmx7_wg.netlink import Netlink
+            from bmx7_wg.net.netlink import Netlink
 
             self._netlink = Netlink()
         return self._netlink
@@ -81,7 +81,7 @@ class System:
     @property
     def kernel(self) -> KernelWireGuard:
         if self._kernel is None:
-            from bmx7_wg.kernelwg import KernelWireGuard
+            from bmx7_wg.wireguard.kernel import KernelWireGuard
 
             self._kernel = KernelWireGuard()
         return self._kernel
@@ -180,7 +180,7 @@ class System:
             if action.implementation == "kernel":
                 nl.create_wireguard(name)
             else:
-                from bmx7_wg.wggo import start as start_wireguard_go
+                from bmx7_wg.wireguard.wggo import start as start_wireguard_go
 
                 start_wireguard_go(name, self.socket_dir)
                 nl.wait_for_link(name)

@@ -15,20 +15,20 @@ import ipaddress
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bmx7_wg.announce import (
+from bmx7_wg.config.reader import parse as parse_config
+from bmx7_wg.keys import PrivateKey
+from bmx7_wg.mesh.announce import (
     MAX_NETWORKS,
     MAX_SIZE,
     AnnouncementError,
     format_announcement,
     parse_announcement,
 )
-from bmx7_wg.config import parse as parse_config
-from bmx7_wg.desired import InterfaceInputs, desired_state
-from bmx7_wg.keys import PrivateKey
-from bmx7_wg.meshview import TrustPolicy, mesh_peers
-from bmx7_wg.nodeid import MESH_NETWORK, normalize_node_id, primary_address, tunnel_address
-from bmx7_wg.planner import plan
-from bmx7_wg.state import Device, ObservedInterface, ObservedState
+from bmx7_wg.mesh.nodeid import MESH_NETWORK, normalize_node_id, primary_address, tunnel_address
+from bmx7_wg.mesh.view import TrustPolicy, mesh_peers
+from bmx7_wg.plan.desired import InterfaceInputs, desired_state
+from bmx7_wg.plan.planner import plan
+from bmx7_wg.plan.state import Device, ObservedInterface, ObservedState
 from tests.fuzz.profile import FUZZ, count
 
 KEYS = [PrivateKey.generate().public_key() for _ in range(6)]

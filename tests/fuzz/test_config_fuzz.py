@@ -22,13 +22,13 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from bmx7_wg import config
-from bmx7_wg.config_model import Config
-from bmx7_wg.desired import InterfaceInputs, desired_state
+from bmx7_wg.config import reader
+from bmx7_wg.config.model import Config
 from bmx7_wg.errors import ConfigError, ConflictError
 from bmx7_wg.keys import PresharedKey, PrivateKey
-from bmx7_wg.planner import plan
-from bmx7_wg.state import Device, ObservedInterface, ObservedState
+from bmx7_wg.plan.desired import InterfaceInputs, desired_state
+from bmx7_wg.plan.planner import plan
+from bmx7_wg.plan.state import Device, ObservedInterface, ObservedState
 from tests.fuzz.profile import FUZZ, count
 
 PATH = "/etc/bmx7-wg.toml"
@@ -255,18 +255,18 @@ def _table(keys: list[str], extra: st.SearchStrategy[dict[str, Any]] | None = No
     return build()
 
 
-peer_tables = _table(list(config.PEER_SETTINGS))
+peer_tables = _table(list(reader.PEER_SETTINGS))
 interface_names = st.sampled_from(
     ["wg0", "wgmesh", "wg1", "a" * 16, "x/y", "..", "eth 0", "ünï", ""]
 ) | st.text(max_size=16)
 interface_tables = _table(
-    [k for k in config.INTERFACE_SETTINGS if k != "peer"],
+    [k for k in reader.INTERFACE_SETTINGS if k != "peer"],
     st.fixed_dictionaries({}, optional={"peer": st.one_of(st.lists(peer_tables, max_size=4), scalars)}),
 )
 documents = st.fixed_dictionaries(
     {},
     optional={
-        "bmx7": st.one_of(_table(list(config.BMX7_SETTINGS)), scalars),
+        "bmx7": st.one_of(_table(list(reader.BMX7_SETTINGS)), scalars),
         "interface": st.one_of(st.dictionaries(interface_names, interface_tables, max_size=3), scalars),
         "junk": scalars,
     },
@@ -365,7 +365,7 @@ def mutated(draw: st.DrawFn) -> str:
 def check_parse(text: str) -> Config | None:
     """Parse; assert that a refusal is a proper ConfigError pointing into the text."""
     try:
-        result = config.parse(text, PATH, state_dir=FILES.state_dir)
+        result = reader.parse(text, PATH, state_dir=FILES.state_dir)
     except ConfigError as exc:
         assert exc.diagnostics, "a ConfigError must list at least one problem"
         lines = text.count("\n") + 1
@@ -378,10 +378,10 @@ def check_parse(text: str) -> Config | None:
         return None
     assert isinstance(result, Config)
     # Deterministic: the same text always reads the same.
-    assert config.parse(text, PATH, state_dir=FILES.state_dir) == result
+    assert reader.parse(text, PATH, state_dir=FILES.state_dir) == result
     # The fast reading of canonical peers gives what the full reading gives.
     document = tomllib.loads(text)
-    assert config._validate(document, text, PATH, FILES.state_dir, fast=False) == result
+    assert reader._validate(document, text, PATH, FILES.state_dir, fast=False) == result
     return result
 
 
@@ -467,7 +467,7 @@ def test_random_bytes_through_load(data: bytes) -> None:
     path = FILES.root / "fuzz.toml"
     path.write_bytes(data)
     try:
-        config.load(str(path), state_dir=FILES.state_dir)
+        reader.load(str(path), state_dir=FILES.state_dir)
     except ConfigError as exc:
         for d in exc.diagnostics:
             assert d.line >= 1 and d.col >= 1, d
@@ -544,9 +544,9 @@ def test_fast_peer_reading_is_the_full_reading(choice: dict[str, int]) -> None:
     count("config: fast peer reading")
     raw = {key: _VALUES[key][i % len(_VALUES[key])] for key, i in choice.items()}
     raw = {k: v for k, v in raw.items() if v is not None}
-    fast = config._peer_fast(raw)
+    fast = reader._peer_fast(raw)
     if fast is None:
         return
-    reader = config._Reader(PATH, config.Positions(""), FILES.state_dir)
-    assert reader.read(raw, ("interface", "wg0", "peer", 0), config._peer) == fast
-    assert not reader.diagnostics
+    full = reader._Reader(PATH, reader.Positions(""), FILES.state_dir)
+    assert full.read(raw, ("interface", "wg0", "peer", 0), reader._peer) == fast
+    assert not full.diagnostics

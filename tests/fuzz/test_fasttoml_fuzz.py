@@ -14,7 +14,7 @@ import tomllib
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bmx7_wg import fasttoml
+from bmx7_wg.config import fasttoml
 from tests.fuzz.profile import FUZZ, count
 from tests.unit.test_fasttoml import HEAD, common_shape, outcome, peer_chunk
 

@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 
 from bmx7_wg import keys
-from bmx7_wg.announce import format_announcement
 from bmx7_wg.keys import PrivateKey
-from bmx7_wg.nodeid import tunnel_address
+from bmx7_wg.mesh.announce import format_announcement
+from bmx7_wg.mesh.nodeid import tunnel_address
 from tests.conftest import bmx7_wg_command, child_env
 from tests.integration.netns import Host, Lab
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bmx7_wg.bmx7 import Bmx7Runtime
+from bmx7_wg.mesh.bmx7 import Bmx7Runtime
 from tests.bmx7sim import Mesh, SimMesh, SimNode, jsonc, make_node_id, primary_ip
 
 HERE = Path(__file__).resolve().parents[1] / "bmx7sim"

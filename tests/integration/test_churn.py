@@ -21,12 +21,12 @@ from pathlib import Path
 
 import pytest
 
-from bmx7_wg.announce import format_announcement
 from bmx7_wg.engine import MeshInputs
-from bmx7_wg.grace import MeshGrace
 from bmx7_wg.keys import PrivateKey
-from bmx7_wg.nodeid import tunnel_address
-from bmx7_wg.state import Peer
+from bmx7_wg.mesh.announce import format_announcement
+from bmx7_wg.mesh.grace import MeshGrace
+from bmx7_wg.mesh.nodeid import tunnel_address
+from bmx7_wg.plan.state import Peer
 from tests.bmx7sim.sim import SimNode
 from tests.conftest import REPO, bmx7_wg_command, child_env
 from tests.integration.netns import Host, Lab

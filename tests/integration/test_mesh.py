@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from bmx7_wg import events
-from bmx7_wg.nodeid import tunnel_address
+from bmx7_wg.mesh.nodeid import tunnel_address
+from bmx7_wg.service import events
 from tests.bmx7sim.netns import Mesh, MeshNode
 from tests.bmx7sim.sim import SimNode
 from tests.conftest import bmx7_wg_command, child_env

@@ -1,4 +1,4 @@
-"""bmx7_wg.netlink against a real kernel, each test in a fresh network namespace.
+"""bmx7_wg.net.netlink against a real kernel, each test in a fresh network namespace.
 
 The test thread enters the namespace with setns(2) (namespaces belong to threads), so
 Netlink(), which takes no namespace argument, works on that namespace only. What the
@@ -30,9 +30,9 @@ from typing import Any
 
 import pytest
 
-from bmx7_wg import rtnl
 from bmx7_wg.errors import ApplyError, BackendUnavailable
-from bmx7_wg.netlink import (
+from bmx7_wg.net import rtnl
+from bmx7_wg.net.netlink import (
     LinkInfo,
     LinkNotFound,
     Netlink,
@@ -157,7 +157,7 @@ def wireguard_go(netns: Namespace) -> Iterator[WireguardGo]:
 def test_import_does_not_load_pyroute2() -> None:
     code = (
         "import sys\n"
-        "import bmx7_wg.netlink\n"
+        "import bmx7_wg.net.netlink\n"
         "assert 'pyroute2' not in sys.modules, 'pyroute2 imported at import time'\n"
     )
     env = dict(os.environ, PYTHONPATH=str(REPO))
@@ -609,7 +609,7 @@ class TestWireguardGo:
 
 
 class TestReaderMatchesPyroute2:
-    """Netlink reads through bmx7_wg.rtnl; pyroute2, which it replaced for reading, is the
+    """Netlink reads through bmx7_wg.net.rtnl; pyroute2, which it replaced for reading, is the
     reference: the raw dumps must agree field by field, and Netlink's results must be
     what the pyroute2-based reading (kept below as `_pyroute2_*`) made of them."""
 
@@ -794,7 +794,7 @@ class TestWithoutPyroute2:
             "            raise ImportError('pyroute2 imported')\n"
             "        return None\n"
             "sys.meta_path.insert(0, NoPyroute2())\n"
-            "from bmx7_wg.netlink import Netlink\n"
+            "from bmx7_wg.net.netlink import Netlink\n"
             "name = sys.argv[1]\n"
             "seen = {}\n"
             "with Netlink() as nl:\n"
@@ -939,7 +939,7 @@ def _pyroute2_raw_routes(ipr: Any) -> list[RawRoute]:
     return sorted(found, key=repr)
 
 
-# What Netlink read through pyroute2 before bmx7_wg.rtnl: the reference for its results.
+# What Netlink read through pyroute2 before bmx7_wg.net.rtnl: the reference for its results.
 
 
 def _pyroute2_links(ipr: Any) -> dict[str, LinkInfo]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bmx7_wg import events
+from bmx7_wg.service import events
 from tests.integration.netns import Lab
 from tests.integration.service import Service
 

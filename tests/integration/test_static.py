@@ -54,7 +54,7 @@ def test_second_apply_changes_nothing(lab2: Lab) -> None:
 
 def test_pyroute2_is_loaded_only_for_kernel_devices(lab2: Lab) -> None:
     # `import pyroute2` costs ~100 ms per command: rtnetlink goes through the standard
-    # library (rtnl.py); only kernel WireGuard's generic netlink (kernelwg.py) needs it.
+    # library (net/rtnl.py); only kernel WireGuard's generic netlink (wireguard/kernel.py) needs it.
     up(lab2)
     a = lab2.hosts[0]
     script = (

@@ -1,4 +1,4 @@
-"""wireguard-go started by bmx7_wg.wggo and driven by bmx7_wg.uapi, in a network namespace.
+"""wireguard-go started by bmx7_wg.wireguard.wggo, driven by bmx7_wg.wireguard.uapi, in a network namespace.
 
 The link is created by a helper Python process under `ip netns exec NS` (so wireguard-go
 makes its TUN interface there); the test process then talks to the daemon over its
@@ -21,11 +21,11 @@ from pathlib import Path
 
 import pytest
 
-from bmx7_wg import uapi
-from bmx7_wg.actions import DeviceChange
 from bmx7_wg.keys import PresharedKey, PrivateKey, clamp, encode_key
-from bmx7_wg.state import Peer
-from bmx7_wg.uapi import DeviceRefused, DeviceUnreachable, UapiClient
+from bmx7_wg.plan.actions import DeviceChange
+from bmx7_wg.plan.state import Peer
+from bmx7_wg.wireguard import uapi
+from bmx7_wg.wireguard.uapi import DeviceRefused, DeviceUnreachable, UapiClient
 
 pytestmark = pytest.mark.root
 
@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 START = """
 import sys
-from bmx7_wg import wggo
+from bmx7_wg.wireguard import wggo
 from bmx7_wg.errors import Bmx7WgError
 try:
     wggo.start(sys.argv[1])

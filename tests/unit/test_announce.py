@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bmx7_wg.announce import (
+from bmx7_wg.keys import encode_key
+from bmx7_wg.mesh.announce import (
     MAX_NETWORKS,
     MAX_SIZE,
     Announcement,
@@ -15,7 +16,6 @@ from bmx7_wg.announce import (
     format_announcement,
     parse_announcement,
 )
-from bmx7_wg.keys import encode_key
 
 KEY = encode_key(bytes(range(32)))
 

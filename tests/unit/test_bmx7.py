@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bmx7_wg.bmx7 import (
+from bmx7_wg.mesh.bmx7 import (
     Bmx7CommandError,
     Bmx7Runtime,
     Bmx7Unavailable,

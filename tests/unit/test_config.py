@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from bmx7_wg import config
-from bmx7_wg.config import format_key_path, load, parse
-from bmx7_wg.config_model import (
+from bmx7_wg.config import reader
+from bmx7_wg.config.model import (
     DEFAULT_MESH_PORT,
     Bmx7Config,
     Config,
@@ -19,6 +18,7 @@ from bmx7_wg.config_model import (
     InterfaceConfig,
     PeerConfig,
 )
+from bmx7_wg.config.reader import format_key_path, load, parse
 from bmx7_wg.errors import ConfigError
 from bmx7_wg.keys import PrivateKey
 
@@ -649,9 +649,9 @@ def _uncommented_example() -> str:
 def test_the_example_shows_every_setting_and_is_valid_when_uncommented(state_dir: str) -> None:
     text = _uncommented_example()
     for section, settings in [
-        ("[bmx7]", config.BMX7_SETTINGS),
-        ("[interface.wgmesh]", config.INTERFACE_SETTINGS),
-        ("[[interface.wgmesh.peer]]", config.PEER_SETTINGS),
+        ("[bmx7]", reader.BMX7_SETTINGS),
+        ("[interface.wgmesh]", reader.INTERFACE_SETTINGS),
+        ("[[interface.wgmesh.peer]]", reader.PEER_SETTINGS),
     ]:
         assert f"\n{section}\n" in text
         for name in settings:
@@ -671,12 +671,12 @@ def _line_of(text: str, start: str) -> int:
 @pytest.mark.parametrize(
     ("settings", "model"),
     [
-        (config.BMX7_SETTINGS, Bmx7Config),
-        (config.INTERFACE_SETTINGS, InterfaceConfig),
-        (config.PEER_SETTINGS, PeerConfig),
+        (reader.BMX7_SETTINGS, Bmx7Config),
+        (reader.INTERFACE_SETTINGS, InterfaceConfig),
+        (reader.PEER_SETTINGS, PeerConfig),
     ],
 )
-def test_setting_defaults_are_the_models(settings: dict[str, config.Setting], model: type) -> None:
+def test_setting_defaults_are_the_models(settings: dict[str, reader.Setting], model: type) -> None:
     fields = {f.name: f.default for f in dataclasses.fields(model)}
     for name, setting in settings.items():
         if name == "peer":

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from bmx7_wg import fasttoml
+from bmx7_wg.config import fasttoml
 
 HEAD = """[interface.wg0]
 private_key_file = "/var/lib/bmx7-wg/wg0.key"

@@ -13,9 +13,11 @@ from typing import Any
 
 import pytest
 
-from bmx7_wg.actions import DeviceChange
 from bmx7_wg.errors import ApplyError, BackendUnavailable
-from bmx7_wg.kernelwg import (
+from bmx7_wg.keys import PresharedKey, PrivateKey
+from bmx7_wg.plan.actions import DeviceChange
+from bmx7_wg.plan.state import Device, Peer, PeerStats
+from bmx7_wg.wireguard.kernel import (
     MAX_ALLOWED_IPS_PER_ENTRY,
     MAX_REQUEST_BYTES,
     WGPEER_F_REMOVE_ME,
@@ -28,8 +30,6 @@ from bmx7_wg.kernelwg import (
     device_from_messages,
     set_requests,
 )
-from bmx7_wg.keys import PresharedKey, PrivateKey
-from bmx7_wg.state import Device, Peer, PeerStats
 
 PRIVATE = "MKBs4/oICLrYdHAuM0j1gGB084/rb4gD3vUCxoZWlH0="
 PEER1 = "IYA3gLzsuVnhVcBVcHs5wMsOFtvpzrldm8d6ibLK/Qc="
@@ -404,7 +404,7 @@ def test_unavailable_is_a_backend_error() -> None:
 
 
 def test_request_description_has_no_key_material() -> None:
-    from bmx7_wg.kernelwg import _describe_request
+    from bmx7_wg.wireguard.kernel import _describe_request
 
     private = PrivateKey.generate()
     psk = PresharedKey(bytes(range(32)))

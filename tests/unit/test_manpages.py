@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from bmx7_wg import config_model, errors
+from bmx7_wg import errors
+from bmx7_wg.config import model as config_model
 
 REPO = Path(__file__).resolve().parents[2]
 MAN = REPO / "man"

@@ -5,9 +5,9 @@ import random
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bmx7_wg.announce import format_announcement
 from bmx7_wg.keys import encode_key
-from bmx7_wg.meshview import MeshView, TrustPolicy, mesh_peers
+from bmx7_wg.mesh.announce import format_announcement
+from bmx7_wg.mesh.view import MeshView, TrustPolicy, mesh_peers
 
 # Real node ids (bmx7 fixtures, run 1).
 N1 = "CAD0870E071C0642EBCA29759284D05B7B17A9887A8F6B2BC2D42CA5"

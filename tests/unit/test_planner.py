@@ -6,7 +6,9 @@ from dataclasses import replace
 
 import pytest
 
-from bmx7_wg.actions import (
+from bmx7_wg.errors import ConflictError
+from bmx7_wg.keys import PresharedKey, PrivateKey, encode_key
+from bmx7_wg.plan.actions import (
     AddAddress,
     AddPeer,
     AddRoute,
@@ -23,10 +25,8 @@ from bmx7_wg.actions import (
     SetUp,
     UpdatePeer,
 )
-from bmx7_wg.errors import ConflictError
-from bmx7_wg.keys import PresharedKey, PrivateKey, encode_key
-from bmx7_wg.planner import plan
-from bmx7_wg.state import (
+from bmx7_wg.plan.planner import plan
+from bmx7_wg.plan.state import (
     DesiredInterface,
     DesiredState,
     Device,

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bmx7_wg.tomlpos import KeyPath, SourceMap, scan
+from bmx7_wg.config.positions import KeyPath, SourceMap, scan
 
 TRICKY = """\
 # a comment with [brackets] = "quotes" # and hashes

@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from bmx7_wg import wggo
-from bmx7_wg.actions import DeviceChange
 from bmx7_wg.errors import ApplyError, BackendUnavailable
 from bmx7_wg.keys import PresharedKey, PrivateKey, encode_key
-from bmx7_wg.state import Peer, PeerStats
-from bmx7_wg.uapi import (
+from bmx7_wg.plan.actions import DeviceChange
+from bmx7_wg.plan.state import Peer, PeerStats
+from bmx7_wg.wireguard import wggo
+from bmx7_wg.wireguard.uapi import (
     DeviceRefused,
     DeviceUnreachable,
     UapiClient,
@@ -597,7 +597,7 @@ def test_uapi_module_stays_light() -> None:
     import subprocess
     import sys
 
-    code = "import sys, bmx7_wg.uapi, bmx7_wg.wggo; print('pyroute2' in sys.modules)"
+    code = "import sys, bmx7_wg.wireguard.uapi, bmx7_wg.wireguard.wggo; print('pyroute2' in sys.modules)"
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert out.stdout.strip() == "False", out.stderr
@@ -613,7 +613,7 @@ def _same(a: object, b: object) -> bool:
 
 @pytest.mark.parametrize("name", ["empty.txt", "peers.txt", "handshake.txt"])
 def test_block_reader_takes_captured_dumps(name: str) -> None:
-    from bmx7_wg import uapi
+    from bmx7_wg.wireguard import uapi
 
     text = fixture(name)
     if "public_key=" in text:
@@ -640,7 +640,7 @@ def test_block_reader_takes_captured_dumps(name: str) -> None:
     ],
 )
 def test_block_reader_falls_back_on_any_other_layout(edit: Callable[[str], str]) -> None:
-    from bmx7_wg import uapi
+    from bmx7_wg.wireguard import uapi
 
     text = edit(fixture("handshake.txt"))
     try:
@@ -654,7 +654,7 @@ def test_block_reader_falls_back_on_any_other_layout(edit: Callable[[str], str])
 
 
 def test_block_reader_on_many_peers() -> None:
-    from bmx7_wg import uapi
+    from bmx7_wg.wireguard import uapi
 
     lines = [f"private_key={PRIVATE_HEX}", "listen_port=51820"]
     for n in range(300):

@@ -1,4 +1,4 @@
-"""Kernel WireGuard through bmx7_wg.kernelwg, on Debian's own kernel (inside vm/run)."""
+"""Kernel WireGuard through bmx7_wg.wireguard.kernel, on Debian's own kernel (inside vm/run)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from bmx7_wg.actions import DeviceChange
-from bmx7_wg.kernelwg import KernelWireGuard, KernelWireGuardError, available
 from bmx7_wg.keys import PresharedKey, PrivateKey
-from bmx7_wg.state import Device, Peer
+from bmx7_wg.plan.actions import DeviceChange
+from bmx7_wg.plan.state import Device, Peer
+from bmx7_wg.wireguard.kernel import KernelWireGuard, KernelWireGuardError, available
 from tests.vm.conftest import in_netns, sh
 
 pytestmark = pytest.mark.vm

@@ -8,7 +8,7 @@ the whole change. This module asks the kernel directly, reading and writing.
 It is mechanism only: values go in and come back raw (indexes, packed addresses,
 attribute numbers resolved to fields, the kernel's own constants); what counts as
 "ours", which scope a route gets and how addresses are written is decided by
-bmx7_wg.netlink. Failures are OSError with the kernel's errno.
+bmx7_wg.net.netlink. Failures are OSError with the kernel's errno.
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ import tempfile
 import time
 
 from bmx7_wg.errors import ApplyError, BackendUnavailable
-from bmx7_wg.uapi import DEFAULT_SOCKET_DIR, DeviceUnreachable, UapiClient, wait_until_ready
+from bmx7_wg.wireguard.uapi import DEFAULT_SOCKET_DIR, DeviceUnreachable, UapiClient, wait_until_ready
 
 PROGRAM = "wireguard-go"
 ENV_OVERRIDE = "BMX7_WG_WIREGUARD_GO"

@@ -1,7 +1,7 @@
 """Mesh mode glue: what BMX7 contributes to one reconcile.
 
 Reads (through bmx7.py) this node's id, the received announcements and bmx7's trust,
-turns them into peers (meshview.py), and after the device is configured publishes this
+turns them into peers (mesh/view.py), and after the device is configured publishes this
 node's own announcement. Without `mesh = true` interfaces it does nothing at all.
 """
 
@@ -13,8 +13,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from bmx7_wg.announce import AnnouncementError, format_announcement, parse_announcement
-from bmx7_wg.bmx7 import (
+from bmx7_wg.config.model import Bmx7Config, Config, InterfaceConfig
+from bmx7_wg.engine import MeshInputs
+from bmx7_wg.errors import Bmx7WgError
+from bmx7_wg.mesh.announce import AnnouncementError, format_announcement, parse_announcement
+from bmx7_wg.mesh.bmx7 import (
     Bmx7Runtime,
     Bmx7Unavailable,
     NodeInfo,
@@ -22,12 +25,9 @@ from bmx7_wg.bmx7 import (
     read_capped,
     read_trusted_nodes,
 )
-from bmx7_wg.config_model import Bmx7Config, Config, InterfaceConfig
-from bmx7_wg.engine import MeshInputs
-from bmx7_wg.errors import Bmx7WgError
-from bmx7_wg.meshview import TrustPolicy, mesh_peers
-from bmx7_wg.nodeid import MESH_NETWORK, tunnel_address
-from bmx7_wg.state import DesiredState
+from bmx7_wg.mesh.nodeid import MESH_NETWORK, tunnel_address
+from bmx7_wg.mesh.view import TrustPolicy, mesh_peers
+from bmx7_wg.plan.state import DesiredState
 
 log = logging.getLogger(__name__)
 
@@ -226,7 +226,7 @@ def mesh_labels(config: Config) -> dict[str, dict[str, str]]:
 
 def withdraw_announcements(config_path: str, interfaces: Iterable[str]) -> None:
     """On `down`: stop publishing this node's announcement if its interface went away."""
-    from bmx7_wg import config as config_reader
+    from bmx7_wg.config import reader as config_reader
 
     try:
         cfg = config_reader.load(config_path)

@@ -11,10 +11,10 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-from bmx7_wg.config_model import Config, InterfaceConfig, PeerConfig
-from bmx7_wg.fastip import Network, canonical_network
+from bmx7_wg.config.fastip import Network, canonical_network
+from bmx7_wg.config.model import Config, InterfaceConfig, PeerConfig
 from bmx7_wg.keys import PresharedKey, PrivateKey
-from bmx7_wg.state import DesiredInterface, DesiredState, Implementation, Peer
+from bmx7_wg.plan.state import DesiredInterface, DesiredState, Implementation, Peer
 
 log = logging.getLogger(__name__)
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from bmx7_wg.actions import Action, AddPeer, RemovePeer, UpdatePeer
 from bmx7_wg.errors import ConfigError
+from bmx7_wg.plan.actions import Action, AddPeer, RemovePeer, UpdatePeer
 
-log = logging.getLogger("bmx7_wg.events")
+log = logging.getLogger("bmx7_wg.service.events")
 
 PEER_ADDED = "49434b7b69a9485fbbc2a1c0536b1b0c"
 PEER_REMOVED = "9189faab9a274123b1ff87f963a06b30"

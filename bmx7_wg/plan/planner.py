@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from bmx7_wg.actions import (
+from bmx7_wg.errors import ConflictError
+from bmx7_wg.plan.actions import (
     Action,
     AddAddress,
     AddPeer,
@@ -26,8 +27,7 @@ from bmx7_wg.actions import (
     SetUp,
     UpdatePeer,
 )
-from bmx7_wg.errors import ConflictError
-from bmx7_wg.state import (
+from bmx7_wg.plan.state import (
     DesiredInterface,
     DesiredState,
     Device,

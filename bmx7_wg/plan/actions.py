@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from bmx7_wg.keys import PrivateKey
-from bmx7_wg.state import Implementation, Peer
+from bmx7_wg.plan.state import Implementation, Peer
 
 
 @dataclass(frozen=True)

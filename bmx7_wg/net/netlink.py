@@ -1,12 +1,12 @@
 """The rtnetlink boundary: links, addresses and routes of the current network namespace.
 
-This is the only module that talks rtnetlink (bmx7_wg.rtnl builds and sends the
+This is the only module that talks rtnetlink (bmx7_wg.net.rtnl builds and sends the
 requests). It takes and returns plain values (names, canonical address strings),
 decides what is ours and how a route or address is made, and turns every kernel or
 socket failure into a NetlinkOperationError that names the interface and the operation
 in words.
 
-Reading and writing both go through bmx7_wg.rtnl, which needs only the standard
+Reading and writing both go through bmx7_wg.net.rtnl, which needs only the standard
 library: importing pyroute2 and opening an IPRoute costs ~100 ms (more on slow
 machines), as much as `wg syncconf` needs for a whole change, and every `apply` talks
 rtnetlink (a no-op one reads, a one-peer change adds a route). The requests are the
@@ -28,8 +28,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import TypedDict
 
-from bmx7_wg import rtnl
 from bmx7_wg.errors import ApplyError, BackendUnavailable
+from bmx7_wg.net import rtnl
 
 IFF_UP = 0x1
 RT_TABLE_MAIN = 254
@@ -291,7 +291,7 @@ def _reason(exc: OSError) -> str:
     if code is None:
         return str(exc) or type(exc).__name__
     reason = os.strerror(code)
-    # bmx7_wg.rtnl says more than the errno where it has more to say (a reply too big,
+    # bmx7_wg.net.rtnl says more than the errno where it has more to say (a reply too big,
     # a malformed one): that text follows the errno's.
     detail = exc.strerror
     if detail and detail != reason:

@@ -21,7 +21,7 @@ def setup_logging(level: int, *, service: bool) -> None:
     root.setLevel(level)
     handler: logging.Handler
     if service and (under_systemd() or os.environ.get("BMX7_WG_LOG") == "journal"):
-        from bmx7_wg.journal import journal_handler
+        from bmx7_wg.service.journal import journal_handler
 
         handler = journal_handler()
     else:

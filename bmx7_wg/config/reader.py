@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from datetime import date, datetime, time
 from typing import Any
 
-from bmx7_wg import fasttoml
-from bmx7_wg.config_model import (
+from bmx7_wg.config import fasttoml
+from bmx7_wg.config.fastip import canonical_address, canonical_network
+from bmx7_wg.config.model import (
     DEFAULT_MESH_PORT,
     DEFAULT_STATE_DIR,
     Bmx7Config,
@@ -30,11 +31,10 @@ from bmx7_wg.config_model import (
     InterfaceConfig,
     PeerConfig,
 )
+from bmx7_wg.config.positions import KeyPath, Positions, SourceMap
 from bmx7_wg.errors import ConfigError, Diagnostic
-from bmx7_wg.fastip import canonical_address, canonical_network
 from bmx7_wg.keys import PrivateKey, check_key_file_mode, decode_key
-from bmx7_wg.nodeid import NODE_ID_RE
-from bmx7_wg.tomlpos import KeyPath, Positions, SourceMap
+from bmx7_wg.mesh.nodeid import NODE_ID_RE
 
 __all__ = [
     "BMX7_SETTINGS",

@@ -17,10 +17,10 @@ import socket
 import stat
 import time
 
-from bmx7_wg.actions import DeviceChange
 from bmx7_wg.errors import ApplyError
 from bmx7_wg.keys import KEY_LEN, PresharedKey, PrivateKey
-from bmx7_wg.state import Device, Peer, PeerStats
+from bmx7_wg.plan.actions import DeviceChange
+from bmx7_wg.plan.state import Device, Peer, PeerStats
 
 # wireguard-go hard-codes this directory; it is a filesystem path, so every network
 # namespace shares it (see UapiClient).

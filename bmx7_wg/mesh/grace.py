@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
 from bmx7_wg.engine import MeshInputs
-from bmx7_wg.state import Peer
+from bmx7_wg.plan.state import Peer
 
 DEFAULT_GRACE = 10.0  # seconds: bmx7 redelivers every node's SMS within ~1-2 s of a restart
 

@@ -15,18 +15,18 @@ import signal
 import time
 from dataclasses import dataclass, field
 
-from bmx7_wg import config as config_reader
-from bmx7_wg import events
-from bmx7_wg.config_model import Config
+from bmx7_wg.config import reader as config_reader
+from bmx7_wg.config.model import Config
 from bmx7_wg.engine import Engine
 from bmx7_wg.errors import Bmx7WgError, ConfigError
-from bmx7_wg.grace import MeshGrace
 from bmx7_wg.keys import PrivateKey
-from bmx7_wg.mesh import MeshSession, mesh_inputs, watch_directories
-from bmx7_wg.notify import Notifier
-from bmx7_wg.state import ObservedState
+from bmx7_wg.mesh.grace import MeshGrace
+from bmx7_wg.mesh.session import MeshSession, mesh_inputs, watch_directories
+from bmx7_wg.plan.state import ObservedState
+from bmx7_wg.service import events
+from bmx7_wg.service.notify import Notifier
+from bmx7_wg.service.watch import IN_Q_OVERFLOW, Inotify, LinkEvents
 from bmx7_wg.system import System
-from bmx7_wg.watch import IN_Q_OVERFLOW, Inotify, LinkEvents
 
 log = logging.getLogger(__name__)
 

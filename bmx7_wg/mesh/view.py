@@ -29,10 +29,10 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from bmx7_wg.announce import Announcement, AnnouncementError, parse_announcement
-from bmx7_wg.config_model import TrustMode
-from bmx7_wg.nodeid import MESH_NETWORK, normalize_node_id, primary_address, tunnel_address
-from bmx7_wg.state import Peer
+from bmx7_wg.config.model import TrustMode
+from bmx7_wg.mesh.announce import Announcement, AnnouncementError, parse_announcement
+from bmx7_wg.mesh.nodeid import MESH_NETWORK, normalize_node_id, primary_address, tunnel_address
+from bmx7_wg.plan.state import Peer
 
 # bmx7 trust levels (sec.h): a trust file's level; 2 and 3 both mean "trusted directly".
 TRUST_NONE = 0

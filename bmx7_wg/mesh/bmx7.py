@@ -23,9 +23,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from bmx7_wg.announce import MAX_SIZE as ANNOUNCEMENT_MAX_SIZE
 from bmx7_wg.errors import Bmx7WgError
-from bmx7_wg.nodeid import NODE_ID_RE, normalize_node_id
+from bmx7_wg.mesh.announce import MAX_SIZE as ANNOUNCEMENT_MAX_SIZE
+from bmx7_wg.mesh.nodeid import NODE_ID_RE, normalize_node_id
 
 SOCKET_NAME = "sock"
 END_OF_ANSWER = b"$"

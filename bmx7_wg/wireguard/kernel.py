@@ -24,10 +24,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
-from bmx7_wg.actions import DeviceChange
 from bmx7_wg.errors import ApplyError, BackendUnavailable
 from bmx7_wg.keys import KEY_LEN, PresharedKey, PrivateKey, decode_key
-from bmx7_wg.state import Device, Peer, PeerStats
+from bmx7_wg.plan.actions import DeviceChange
+from bmx7_wg.plan.state import Device, Peer, PeerStats
 
 # Flags of a peer in a WG_CMD_SET_DEVICE request (linux/wireguard.h).
 WGPEER_F_REMOVE_ME = 1 << 0
@@ -348,7 +348,7 @@ def _describe_request(attrs: Sequence[Attr]) -> str:
 class KernelWireGuard:
     """Kernel WireGuard devices of the network namespace the caller runs in.
 
-    Like bmx7_wg.netlink.Netlink, it takes no namespace argument: the socket belongs
+    Like bmx7_wg.net.netlink.Netlink, it takes no namespace argument: the socket belongs
     to the namespace it is opened in. Not thread-safe.
     """
 

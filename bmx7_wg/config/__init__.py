@@ -1,0 +1,1 @@
+"""Reading and validating the configuration file."""

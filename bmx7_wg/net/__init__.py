@@ -1,0 +1,1 @@
+"""rtnetlink: links, addresses and routes."""

@@ -1,0 +1,1 @@
+"""Desired and observed state, and the one planner that compares them."""

@@ -1,0 +1,1 @@
+"""`bmx7-wg run`: the run loop, what it waits on, sd_notify, and logging."""

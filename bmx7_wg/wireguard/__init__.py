@@ -1,0 +1,1 @@
+"""The WireGuard devices: wireguard-go over its UAPI socket, and kernel WireGuard over generic netlink."""

@@ -60,3 +60,18 @@ def canonical_address(text: str) -> int | None:
         return version if socket.inet_ntop(family, socket.inet_pton(family, text)) == text else None
     except (OSError, ValueError):
         return None
+
+
+def ipv6_zone(text: str) -> str | None:
+    """The IPv6 zone an address, network or endpoint host names ("%eth0"), or None.
+
+    `ipaddress` accepts "fe80::1%eth0" (and "fe80::%eth0/64") since Python 3.9, but a
+    zone means nothing to WireGuard's allowed-ips, to routes or to an address on our own
+    interface, and wireguard-go drops it from an endpoint: such a value could never match
+    what the device reports. Shared by the configuration reader and the announcement
+    parser, so that neither the file nor the mesh can bring one in.
+    """
+    _, percent, zone = text.partition("%")
+    if not percent:
+        return None
+    return "%" + zone.split("/", 1)[0]

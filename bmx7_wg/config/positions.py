@@ -342,3 +342,30 @@ class _Scanner:
             self.i = self.end
             return
         self._closing_quotes(at, "'")
+
+
+# One token the nesting scan cares about: a string (skipped whole), a comment, or a bracket.
+_NESTING_TOKEN = re.compile(
+    r'"""(?:[^\\]|\\.)*?"""|\'\'\'.*?\'\'\'|"(?:[^"\\\n]|\\.)*"|\'[^\'\n]*\'|#[^\n]*|[\[\]{}]', re.S
+)
+
+
+def too_deep(text: str, limit: int) -> Position | None:
+    """Where arrays and inline tables first nest more than `limit` deep, or None.
+
+    Iterative, unlike the parsers: it locates the error of a document that `tomllib`
+    (which recurses once per level) could not read. Table headers (`[a]`, `[[a]]`) count
+    as one or two levels that close on their line, which no real limit comes near.
+    """
+    depth = 0
+    for match in _NESTING_TOKEN.finditer(text):
+        token = match.group()
+        if token in "[{":
+            depth += 1
+            if depth > limit:
+                offset = match.start()
+                line = text.count("\n", 0, offset) + 1
+                return line, offset - (text.rfind("\n", 0, offset) + 1) + 1
+        elif token in "]}":
+            depth = max(0, depth - 1)
+    return None

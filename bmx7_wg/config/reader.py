@@ -14,6 +14,7 @@ import ipaddress
 import json
 import os
 import re
+import stat
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from datetime import date, datetime, time
 from typing import Any
 
 from bmx7_wg.config import fasttoml
-from bmx7_wg.config.fastip import canonical_address, canonical_network
+from bmx7_wg.config.fastip import canonical_address, canonical_network, ipv6_zone
 from bmx7_wg.config.model import (
     DEFAULT_MESH_PORT,
     DEFAULT_STATE_DIR,
@@ -31,9 +32,9 @@ from bmx7_wg.config.model import (
     InterfaceConfig,
     PeerConfig,
 )
-from bmx7_wg.config.positions import KeyPath, Positions, SourceMap
-from bmx7_wg.errors import ConfigError, Diagnostic
-from bmx7_wg.keys import PrivateKey, check_key_file_mode, decode_key
+from bmx7_wg.config.positions import KeyPath, Positions, SourceMap, too_deep
+from bmx7_wg.errors import ConfigError, Diagnostic, KeyFileError
+from bmx7_wg.keys import PrivateKey, decode_key, file_type, key_file_problem, read_key_file
 from bmx7_wg.mesh.nodeid import NODE_ID_RE
 
 __all__ = [
@@ -50,6 +51,11 @@ __all__ = [
 MIN_MTU = 576  # the smallest IPv4 datagram every host must accept
 MIN_MTU_IPV6 = 1280  # IPv6's minimum link MTU
 _MAX_SHOWN = 60  # characters of a wrong value quoted back in a message
+# Nesting that is reported, when it is too deep for the parsers (tomllib gives up at a few
+# hundred levels, depending on the stack); the configuration itself needs two.
+MAX_NESTING = 100
+# A configuration of 10,000 peers is about 1.5 MB; a larger file is refused unread.
+MAX_CONFIG_SIZE = 16 * 2**20
 
 
 class _Invalid(Exception):
@@ -82,11 +88,12 @@ _INVALID = object()  # what the reader returns for a value it reported as wrong
 def load(path: str, *, state_dir: str = DEFAULT_STATE_DIR) -> Config:
     """Read and validate the configuration file at `path`; raise ConfigError if it is wrong."""
     try:
-        with open(path, "rb") as fh:
-            data = fh.read()
+        data = _read_config_file(path)
     except OSError as exc:
         reason = exc.strerror or str(exc)
         raise ConfigError([Diagnostic(path, 1, 1, f"cannot read the file: {reason}")]) from None
+    except _Invalid as exc:
+        raise ConfigError([Diagnostic(path, 1, 1, f"cannot read the file: {exc}")]) from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -95,6 +102,29 @@ def load(path: str, *, state_dir: str = DEFAULT_STATE_DIR) -> Config:
         col = len(data[line_start : exc.start].decode("utf-8", "replace")) + 1
         raise ConfigError([Diagnostic(path, line, col, "not valid UTF-8")]) from None
     return parse(text, path, state_dir=state_dir)
+
+
+def _read_config_file(path: str) -> bytes:
+    """The bytes of a regular file of at most MAX_CONFIG_SIZE; _Invalid if it is not one.
+
+    Opened without blocking and checked on the open descriptor: `-c` given a FIFO would
+    wait for a writer forever, and a device (/dev/zero) or a huge file would be read
+    into memory whole. A symlink is followed: /etc/bmx7-wg.toml may well be one.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise _Invalid(f"it is {file_type(st.st_mode)}, not a regular file")
+        if st.st_size > MAX_CONFIG_SIZE:
+            raise _Invalid(f"it is larger than {MAX_CONFIG_SIZE // 2**20} MiB ({st.st_size} bytes)")
+        with os.fdopen(os.dup(fd), "rb") as fh:
+            data = fh.read(MAX_CONFIG_SIZE + 1)
+    finally:
+        os.close(fd)
+    if len(data) > MAX_CONFIG_SIZE:
+        raise _Invalid(f"it is larger than {MAX_CONFIG_SIZE // 2**20} MiB")
+    return data
 
 
 def parse(text: str, path: str, *, state_dir: str = DEFAULT_STATE_DIR) -> Config:
@@ -109,12 +139,19 @@ def parse(text: str, path: str, *, state_dir: str = DEFAULT_STATE_DIR) -> Config
     except ValueError:
         # tomllib lets int()'s limit on digits (4,300) escape as a plain ValueError.
         raise ConfigError([_too_many_digits(text, path)]) from None
+    except RecursionError:
+        # tomllib recurses once per level of nested arrays and inline tables.
+        raise ConfigError([_too_deep(text, path)]) from None
     try:
-        return _validate(document, text, path, state_dir, fast=True)
-    except ConfigError:
-        # The fast path keeps no record of where list elements were written; the messages
-        # come from a second reading that does. Only a wrong file pays for it.
-        return _validate(document, text, path, state_dir, fast=False)
+        try:
+            return _validate(document, text, path, state_dir, fast=True)
+        except ConfigError:
+            # The fast path keeps no record of where list elements were written; the messages
+            # come from a second reading that does. Only a wrong file pays for it.
+            return _validate(document, text, path, state_dir, fast=False)
+    except RecursionError:
+        # What tomllib just managed, the position scanner (also recursive) may not.
+        raise ConfigError([_too_deep(text, path)]) from None
 
 
 def _validate(document: dict[str, Any], text: str, path: str, state_dir: str, *, fast: bool) -> Config:
@@ -148,6 +185,13 @@ def _too_many_digits(text: str, path: str) -> Diagnostic:
     line = text.count("\n", 0, start) + 1
     col = start - (text.rfind("\n", 0, start) + 1) + 1
     return Diagnostic(path, line, col, "invalid TOML: a number with more digits than Python reads (4,300)")
+
+
+def _too_deep(text: str, path: str) -> Diagnostic:
+    line, col = too_deep(text, MAX_NESTING) or (1, 1)
+    return Diagnostic(
+        path, line, col, f"invalid TOML: arrays or inline tables nested more than {MAX_NESTING} deep"
+    )
 
 
 def _syntax_error(message: str, text: str, path: str) -> Diagnostic:
@@ -374,7 +418,16 @@ def _absolute_path(text: str) -> str:
     return os.path.normpath(text)
 
 
+def _zone_refused(text: str, what: str) -> None:
+    zone = ipv6_zone(text)
+    if zone is not None:
+        raise ValueError(
+            f"{_show(text)} has an IPv6 zone ({_show(zone)}): remove it ({what} has no zone)"
+        )
+
+
 def _interface_address(text: str) -> str:
+    _zone_refused(text, "an interface address")
     try:
         return str(ipaddress.ip_interface(text))
     except ValueError:
@@ -386,6 +439,7 @@ def _interface_address(text: str) -> str:
 def _network(text: str) -> str:
     if canonical_network(text) is not None:
         return text
+    _zone_refused(text, "a network")
     try:
         return str(ipaddress.ip_network(text))
     except ValueError:
@@ -429,6 +483,12 @@ def _endpoint(text: str) -> Endpoint:
         host, bracket, port = text[1:].partition("]:")
         if not bracket:
             raise ValueError(f'{shown} is not an endpoint (expected "[IPv6]:PORT")')
+        zone = ipv6_zone(host)
+        if zone is not None:
+            raise ValueError(
+                f"{shown} has an IPv6 zone ({_show(zone)}): WireGuard drops it from an endpoint "
+                "(use an address that is not link-local, or remove the zone)"
+            )
         try:
             if canonical_address(host) != 6:
                 ipaddress.IPv6Address(host)
@@ -462,60 +522,50 @@ def _check_host(host: str, shown: str) -> None:
         raise ValueError(f"{shown} is not an endpoint ({_show(host)} is not a host name)")
 
 
-def _key_file_problem(path: str, *, must_exist: bool) -> str | None:
-    """What is wrong with a key file, or None. A file this process may not look at is
-    not reported: `check` run as a user cannot tell, and apply (as root) will."""
-    try:
-        os.stat(path)
-    except FileNotFoundError:
-        return "does not exist" if must_exist else None
-    except PermissionError:
-        return None
-    except OSError as exc:
-        return f"cannot be read ({exc.strerror})"
-    problem = check_key_file_mode(path)
-    if problem is not None:
-        return problem
-    try:
-        _key_in_file(path)
-    except ValueError:
-        return "does not contain a WireGuard key"
-    return None
-
-
 def _key_in_file(path: str) -> PrivateKey | None:
-    """The key a file holds, None if this process may not read it; ValueError if it holds
-    no key. The reason never quotes the file: it may hold a private key."""
+    """The key a file holds if it is a usable key file this process may read; None
+    otherwise (problems are reported by keys.key_file_problem)."""
     try:
-        with open(path, encoding="ascii") as fh:
-            text = fh.read(1024)
-    except UnicodeDecodeError:
-        raise ValueError("not a key") from None
-    except OSError:
+        return read_key_file(path)
+    except KeyFileError:
         return None
-    try:
-        return PrivateKey(decode_key(text))
-    except ValueError:
-        raise ValueError("not a key") from None
 
 
 def _preshared_key_file(text: str) -> str:
     path = _absolute_path(text)
-    problem = _key_file_problem(path, must_exist=True)
+    problem = key_file_problem(path, must_exist=True, private=False)
     if problem is not None:
         raise ValueError(f"{_quote(path)} {problem}")
     return path
 
 
+# Names the kernel takes but that mean something else to it or to the tools around it.
+_RESERVED_NAMES = {
+    "all": "reserved: /proc/sys/net/*/conf/all means every interface",
+    "default": "reserved: /proc/sys/net/*/conf/default means interfaces yet to come",
+    "lo": "reserved: the loopback interface",
+}
+
+
 def _interface_name(name: str) -> str | None:
-    """Why `name` cannot be a Linux interface name (the kernel's dev_valid_name), or None."""
+    """Why `name` cannot be the name of an interface bmx7-wg makes, or None.
+
+    The kernel's dev_valid_name (1-15 bytes, not "." or "..", no "/", ":" or
+    whitespace), and what it or the tools treat specially: "%" makes the kernel pick a
+    number in its place, a leading "-" reads as an option to `ip` and wireguard-go
+    (`wireguard-go -h` makes an interface named "-h"), and the names in _RESERVED_NAMES.
+    """
     if not 1 <= len(name.encode()) <= 15:
         return "must be 1-15 characters"
     if name in (".", ".."):
         return 'must not be "." or ".."'
     if any(c in "/:" or c.isspace() or not c.isprintable() for c in name):
         return 'must not contain "/", ":", whitespace or control characters'
-    return None
+    if "%" in name:
+        return 'must not contain "%": the kernel replaces "%d" by a free number'
+    if name.startswith("-"):
+        return 'must not start with "-": tools read it as an option'
+    return _RESERVED_NAMES.get(name)
 
 
 # ---------------------------------------------------------------------------------------
@@ -642,7 +692,7 @@ def _check_interface(
         )
     # A session key never touches the file; a wrong path was reported already.
     if interface.key == "persistent" and key_file_given is not _INVALID:
-        problem = _key_file_problem(interface.private_key_file, must_exist=False)
+        problem = key_file_problem(interface.private_key_file, must_exist=False)
         if problem is not None:
             default = "" if key_file_given is not None else " (the default)"
             reader.at_value(
@@ -691,12 +741,7 @@ def _own_public_key(interface: InterfaceConfig) -> str | None:
     or session key, or a file only root may read): then the check waits for apply."""
     if interface.key != "persistent":
         return None
-    if check_key_file_mode(interface.private_key_file) is not None:
-        return None
-    try:
-        key = _key_in_file(interface.private_key_file)
-    except ValueError:
-        return None
+    key = _key_in_file(interface.private_key_file)
     return None if key is None else key.public_key()
 
 

@@ -465,7 +465,7 @@ mtu = 576
 fwmark = 0xca6c
 route_allowed_ips = false
 peer = [
-  {{ public_key = "{KEY_B}", endpoint = "[fe80::1%eth0]:1" }},
+  {{ public_key = "{KEY_B}", endpoint = "[2001:db8::1]:1" }},
   {{ public_key = "{KEY_A}", endpoint = "192.0.2.1:65535" }},
 ]
 
@@ -512,14 +512,14 @@ peer = [
                 fwmark=0xCA6C,
                 route_allowed_ips=False,
                 peers=(
-                    PeerConfig(public_key=KEY_B, endpoint=Endpoint("fe80::1%eth0", 1)),
+                    PeerConfig(public_key=KEY_B, endpoint=Endpoint("2001:db8::1", 1)),
                     PeerConfig(public_key=KEY_A, endpoint=Endpoint("192.0.2.1", 65535)),
                 ),
             ),
             InterfaceConfig(name="wg1", private_key_file=os.path.join(state_dir, "wg1.key")),
         ),
     )
-    assert str(result.interfaces[1].peers[0].endpoint) == "[fe80::1%eth0]:1"
+    assert str(result.interfaces[1].peers[0].endpoint) == "[2001:db8::1]:1"
     # Positions are kept for later messages (mesh, apply) and left out of equality.
     assert result.positions[("interface", "wgmesh", "peer", 0, "endpoint")] == (16, 1)
     assert result.positions[("interface", "wg0", "peer", 1)] == (31, 3)
@@ -565,7 +565,7 @@ private_key_file = "{loose}"
         " is readable by group or others (mode 0644; chmod 600 it)",
         f'{PATH}:3:20: interface.wg1.private_key_file: "{loose}"'
         " is readable by group or others (mode 0640; chmod 600 it)",
-        f'{PATH}:9:20: interface.wg4.private_key_file: "{tmp_path}" is not a regular file',
+        f'{PATH}:9:20: interface.wg4.private_key_file: "{tmp_path}" is not a regular file (a directory)',
     ]
 
 

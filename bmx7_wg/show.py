@@ -6,7 +6,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from bmx7_wg.mesh.nodeid import short_id, tunnel_address
+from bmx7_wg.mesh.nodeid import NODE_ID_RE, short_id, tunnel_address
 from bmx7_wg.plan.state import ObservedInterface, ObservedState, Peer, PeerStats
 
 
@@ -41,7 +41,10 @@ def _interface_json(iface: ObservedInterface, labels: Mapping[str, str]) -> dict
 
 def _peer_json(peer: Peer, stats: PeerStats, labels: Mapping[str, str]) -> dict[str, Any]:
     label = labels.get(peer.public_key, "")
-    name, _, node_id = label.partition("|")
+    # Mesh labels are "name|NODEID"; a configured name is the whole label, "|" and all.
+    name, _, node_id = label.rpartition("|")
+    if not NODE_ID_RE.match(node_id):
+        name, node_id = label, ""
     out: dict[str, Any] = {
         "public_key": peer.public_key,
         "name": name or None,

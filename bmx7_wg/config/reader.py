@@ -35,6 +35,7 @@ from bmx7_wg.config.model import (
 from bmx7_wg.config.positions import KeyPath, Positions, SourceMap, too_deep
 from bmx7_wg.errors import ConfigError, Diagnostic, KeyFileError
 from bmx7_wg.keys import PrivateKey, decode_key, file_type, key_file_problem, read_key_file
+from bmx7_wg.mesh.announce import sms_name_problem
 from bmx7_wg.mesh.nodeid import NODE_ID_RE
 
 __all__ = [
@@ -466,8 +467,9 @@ def _node_id(text: str) -> str:
 
 
 def _sms_name(text: str) -> str:
-    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,15}", text):
-        raise ValueError(f"{_show(text)} is not 1-15 characters of A-Z, a-z, 0-9, '_', '.', '-'")
+    problem = sms_name_problem(text)
+    if problem is not None:
+        raise ValueError(f"{_show(text)} {problem}")
     return text
 
 

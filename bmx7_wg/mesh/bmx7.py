@@ -25,6 +25,8 @@ from typing import Any
 
 from bmx7_wg.errors import Bmx7WgError
 from bmx7_wg.mesh.announce import MAX_SIZE as ANNOUNCEMENT_MAX_SIZE
+from bmx7_wg.mesh.announce import sms_name_problem
+from bmx7_wg.mesh.escape import escape
 from bmx7_wg.mesh.nodeid import NODE_ID_RE, normalize_node_id
 
 SOCKET_NAME = "sock"
@@ -33,9 +35,6 @@ QUIT = "#"
 MAX_COMMAND_SIZE = 2000  # MAX_UNIX_MSG_SIZE: bmx7 reads a command with one read() of this size
 MAX_ANSWER_SIZE = 4 * 1024 * 1024
 MAX_JSON_FILE_SIZE = 1024 * 1024
-SMS_NAME_MAX = 15  # bmx7 refuses syncSms names of 16 or more characters
-# bmx7 parses the whole command stream by words; these would end or split a name.
-_SMS_NAME_RE = re.compile(r"^[A-Za-z0-9._+@%=,-]{1,15}$")
 DEFAULT_TIMEOUT = 3.0
 
 
@@ -87,7 +86,7 @@ def parse_status(text: str) -> NodeInfo:
         status = obj["status"]
         return NodeInfo(
             node_id=normalize_node_id(str(status["nodeId"])),
-            name=str(status.get("name", "")),
+            name=escape(str(status.get("name", ""))),
             primary_ip=str(status.get("primaryIp", "")),
         )
     except (ValueError, KeyError, TypeError) as exc:
@@ -129,7 +128,7 @@ def parse_originators(objs: list[Any]) -> dict[str, str]:
     names: dict[str, str] = {}
     for obj in objs:
         if isinstance(obj, dict) and NODE_ID_RE.match(str(obj.get("nodeId", ""))):
-            names[str(obj["nodeId"]).upper()] = str(obj.get("name", ""))
+            names[str(obj["nodeId"]).upper()] = escape(str(obj.get("name", "")))
     return names
 
 
@@ -183,10 +182,9 @@ def read_trusted_nodes(directory: str) -> dict[str, int]:
 
 
 def check_sms_name(name: str) -> str:
-    if not _SMS_NAME_RE.match(name):
-        raise ValueError(
-            f"not a usable bmx7 SMS name (1-{SMS_NAME_MAX} of A-Z a-z 0-9 . _ + @ % = , -): {name!r}"
-        )
+    problem = sms_name_problem(name)
+    if problem is not None:
+        raise ValueError(f"{name!r} {problem}")
     return name
 
 
@@ -437,7 +435,7 @@ class Bmx7Runtime:
                     continue
                 prefix = entry[: -len(suffix)]
                 if not NODE_ID_RE.match(prefix):
-                    files.append(ReceivedFile(entry, None, refusal="file name holds no node id"))
+                    files.append(ReceivedFile(escape(entry), None, refusal="file name holds no node id"))
                     continue
                 node_id = prefix.upper()
                 try:

@@ -187,7 +187,8 @@ CASES: list[tuple[str, str, list[str]]] = [
         '[bmx7]\nannounce = "wg-bmx7-announcement"\n[bmx7.x]\n',
         [
             f'{PATH}:2:12: bmx7.announce: "wg-bmx7-announcement" is not 1-15 characters of '
-            "A-Z, a-z, 0-9, '_', '.', '-'",
+            "A-Z, a-z, 0-9, '_', '.', '-' (not starting with '-' or '.', not ending with '.'), "
+            "as bmx7 requires",
             f"{PATH}:3:7: bmx7.x: unknown key",
         ],
     ),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import pwd
 import secrets
 import signal
 import subprocess
@@ -23,6 +24,7 @@ import pytest
 from bmx7_wg import keys
 from bmx7_wg.keys import PrivateKey
 from bmx7_wg.mesh.announce import format_announcement
+from bmx7_wg.mesh.escape import escape
 from bmx7_wg.mesh.nodeid import tunnel_address
 from tests.conftest import bmx7_wg_command, child_env
 from tests.integration.netns import Host, Lab
@@ -323,3 +325,94 @@ def test_service_never_logs_the_private_key(node: tuple[Host, FakeBmx7], tmp_pat
     text = log.read_text()
     assert "add address" in text or "add_address" in text, text
     assert dump not in text and base64.b64decode(dump).hex() not in text
+
+
+def _bmx7_wg(host: Host, config: Path | str, *args: str) -> subprocess.CompletedProcess[str]:
+    """bmx7-wg -c CONFIG ARGS in the host's namespace; a hang fails the test (timeout)."""
+    cmd = ["ip", "netns", "exec", host.ns, *bmx7_wg_command(), "-c", str(config), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=child_env(), timeout=30)
+
+
+def test_config_that_is_a_device_or_a_fifo(node: tuple[Host, FakeBmx7], tmp_path: Path) -> None:
+    host, _ = node
+    fifo = tmp_path / "fifo.toml"
+    os.mkfifo(fifo)
+    before = host.snapshot()
+    for config, what in (("/dev/zero", "a character device"), (fifo, "a FIFO")):
+        for verb in (("check",), ("plan",), ("apply",)):
+            proc = _bmx7_wg(host, config, *verb)
+            assert proc.returncode == 2, (verb, proc.stderr)
+            assert f"{config}:1:1: cannot read the file: it is {what}, not a regular file" in proc.stderr
+            assert "Traceback" not in proc.stderr and "internal error" not in proc.stderr
+    assert host.snapshot() == before
+
+
+def test_key_file_swapped_for_a_fifo_after_check(node: tuple[Host, FakeBmx7]) -> None:
+    host, _ = node
+    host.write_config(
+        f'[interface.{host.ifname}]\nbackend = "userspace"\n'
+        f'private_key_file = "{host.key_path}"\nlisten_port = 51820\n'
+    )
+    assert host.run("check").returncode == 0
+    host.run("apply")
+    before = host.snapshot()
+    # A local user who could swap the key file puts a FIFO there: every command must
+    # refuse it at once (a plain open() waits for a writer forever).
+    host.key_path.unlink()
+    os.mkfifo(host.key_path, 0o600)
+    for verb in (("check",), ("plan",), ("apply",), ("apply", "--check")):
+        proc = _bmx7_wg(host, host.config_path, *verb)
+        assert proc.returncode == 2, (verb, proc.stderr)
+        assert f'"{host.key_path}" is not a regular file (a FIFO)' in proc.stderr
+    assert host.snapshot() == before
+
+
+def test_key_file_owned_by_someone_else(node: tuple[Host, FakeBmx7], tmp_path: Path) -> None:
+    host, _ = node
+    # A 0600 key that another user placed where the configuration points (a shared
+    # directory like /tmp): that user knows the key, so it must not be used.
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    planted = shared / "wg.key"
+    planted.write_text(PrivateKey.generate().to_base64() + "\n")
+    planted.chmod(0o600)
+    os.chown(planted, pwd.getpwnam("nobody").pw_uid, -1)
+    host.write_config(
+        f'[interface.{host.ifname}]\nbackend = "userspace"\n'
+        f'private_key_file = "{planted}"\nlisten_port = 51820\n'
+    )
+    before = host.snapshot()
+    for verb in ("check", "plan", "apply"):
+        proc = host.run(verb, check=False)
+        assert proc.returncode == 2, (verb, proc.stderr)
+        assert "is owned by uid" in proc.stderr and "not by root or the user running bmx7-wg" in proc.stderr
+    assert host.snapshot() == before
+    assert host.ifname not in host.links()
+
+
+def test_hostile_node_names_reach_no_output_raw(node: tuple[Host, FakeBmx7]) -> None:
+    host, bmx7 = node
+    mesh_config(host, bmx7, trust="all", accept='"10.9.0.0/16"')
+    hostile = "\x1b[2J\x1b[31mowned\nbmx7-wg: peer added\r\u202e"
+    named, broken = node_id(), node_id()
+    for sender in (named, broken):
+        originator = {"nodeId": sender, "name": hostile}
+        (bmx7.root / "json" / "originators" / sender).write_text(json.dumps(originator))
+    key = pubkey()
+    bmx7.receive(named, format_announcement(key, 40456))
+    bmx7.receive(broken, f"bmx7-wg 1\nkey {pubkey()}\nport 1\nnet \x1b[31m{hostile}\n".encode())
+    outputs = [
+        host.run("-v", "apply", check=False),
+        host.run("apply", "--json", check=False),
+        host.run("plan"),
+        host.run("show"),
+        host.run("show", "--json"),
+    ]
+    text = "".join(p.stdout + p.stderr for p in outputs)
+    assert "owned" in text and "\\x1b[2J" in text  # the name is shown, escaped
+    assert "\x1b" not in text and "\r" not in text and "\u202e" not in text
+    assert not any(line.startswith("bmx7-wg: peer added") for line in text.splitlines())
+    # JSON carries the same escaped text (never a raw control character once decoded).
+    peers = json.loads(outputs[4].stdout)["interfaces"][0]["peers"]
+    assert [p["name"] for p in peers if p["public_key"] == key] == [escape(hostile)]

@@ -392,9 +392,3 @@ def _make_private_dirs(directory: str) -> None:
         except OSError as exc:
             raise KeyFileError(f"{directory}: cannot create directory {path}: {exc.strerror}") from None
         os.chmod(path, 0o700)
-
-
-def load_or_create_key(path: str) -> PrivateKey:
-    if os.path.exists(path):
-        return read_key_file(path)
-    return create_key_file(path)

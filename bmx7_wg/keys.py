@@ -178,10 +178,11 @@ def weak_key_problem(raw: bytes, *, private: bool = True) -> str | None:
 
     All-zero key bytes mean "no key" to WireGuard (wireguard-go unsets the key, the
     kernel drops the identity; an all-zero preshared key is "none"), so the device would
-    never match the file and every plan would set it again. A private key whose public
-    key is of small order is no key either. Clamping makes the second impossible for a
-    key X25519 accepts, but the check costs nothing and names the problem if a library
-    ever returns one.
+    never match the file and every plan would set it again. With `private`, a key whose
+    public key is of small order is refused too (every shared secret would be zero);
+    clamping makes that impossible for a correct X25519, so it guards against a broken
+    library rather than a bad file, for the price of one public key (`check` pays it,
+    through key_file_problem; read_key_file does not).
     """
     if not any(raw):
         return "holds an all-zero key, which WireGuard reads as no key (make one with `bmx7-wg genkey`)"
@@ -328,7 +329,8 @@ def read_key_file(path: str) -> PrivateKey:
         raw = decode_key(text)
     except ValueError as exc:
         raise KeyFileError(f"{path}: {exc}") from None
-    problem = weak_key_problem(raw)
+    # Loading the configuration ran key_file_problem (with the public-key check) already.
+    problem = weak_key_problem(raw, private=False)
     if problem is not None:
         raise KeyFileError(f"{path}: {problem}")
     return PrivateKey(raw)

@@ -155,7 +155,9 @@ def test_a_key_with_a_small_order_public_key_is_refused(
     # No clamped key has one; this stands in for a library that got it wrong.
     path = _key_file(tmp_path / "wg.key")
     monkeypatch.setattr(keys, "x25519_public", lambda raw: bytes(32))
-    assert "public key is of small order" in _refused(path)
+    problem = keys.key_file_problem(str(path), must_exist=True)
+    assert problem is not None and "public key is of small order" in problem
+    assert keys.key_file_problem(str(path), must_exist=True, private=False) is None
 
 
 def test_created_private_whatever_the_umask(tmp_path: Path) -> None:

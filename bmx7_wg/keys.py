@@ -347,10 +347,11 @@ def create_key_file(path: str) -> PrivateKey:
     import tempfile
 
     directory = os.path.dirname(os.path.abspath(path))
+    # Judged before anything is made there, and again once the directories exist: another
+    # process may have made one of them meanwhile.
+    _refuse_unsafe_directory(path, directory)
     _make_private_dirs(directory)
-    problem = unsafe_directory(directory)
-    if problem is not None:
-        raise KeyFileError(f"{path}: {problem}")
+    _refuse_unsafe_directory(path, directory)
     key = PrivateKey.generate()
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
@@ -373,6 +374,12 @@ def create_key_file(path: str) -> PrivateKey:
     finally:
         os.unlink(tmp)
     return key
+
+
+def _refuse_unsafe_directory(path: str, directory: str) -> None:
+    problem = unsafe_directory(directory)
+    if problem is not None:
+        raise KeyFileError(f"{path}: {problem}")
 
 
 def _make_private_dirs(directory: str) -> None:

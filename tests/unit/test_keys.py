@@ -203,7 +203,9 @@ def test_creation_refuses_a_directory_others_can_write(tmp_path: Path) -> None:
     shared.chmod(0o777)
     with pytest.raises(KeyFileError, match="others can write"):
         keys.create_key_file(str(shared / "wg.key"))
-    assert not (shared / "wg.key").exists()
+    with pytest.raises(KeyFileError, match="others can write"):
+        keys.create_key_file(str(shared / "new" / "wg.key"))
+    assert os.listdir(shared) == []  # nothing made in it
 
 
 def test_a_key_made_meanwhile_by_another_process_wins(

@@ -5,6 +5,6 @@ netns.py for an N-node mesh in network namespaces.
 """
 
 from .netns import Mesh, MeshNode
-from .sim import SimMesh, SimNode, make_node_id, primary_ip
+from .sim import SimMesh, SimNode, Timings, make_node_id, primary_ip
 
-__all__ = ["Mesh", "MeshNode", "SimMesh", "SimNode", "make_node_id", "primary_ip"]
+__all__ = ["Mesh", "MeshNode", "SimMesh", "SimNode", "Timings", "make_node_id", "primary_ip"]

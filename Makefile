@@ -3,11 +3,17 @@ PYTHON_DEB := .venvs/debian/bin/python
 PYTHON_PYPI := .venvs/pypi/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: demo demo-clean test test-setup lint unit integration test-pypi test-ansible test-vm bench bench-kernel deb test-deb test-systemd clean
+.PHONY: demo demo-static demo-clean test test-setup lint unit integration test-pypi test-ansible test-vm bench bench-kernel deb test-deb test-systemd clean
 
-## demo: two network namespaces, a real WireGuard tunnel set up by `bmx7-wg apply`, a ping, `bmx7-wg show`
+## demo: a BMX7 mesh of three nodes in a line of network namespaces (the real bmx7 if one is on PATH
+## or named by BMX7=, else the stand-in), `bmx7-wg run` on each: tunnels form by themselves, a ping
+## crosses the middle node, a trust change; the mesh stays up until `make demo-clean`
 demo:
-	demo/demo.sh up
+	demo/demo.sh mesh
+
+## demo-static: two network namespaces, one static WireGuard tunnel set up by `bmx7-wg apply`
+demo-static:
+	demo/demo.sh static
 
 demo-clean:
 	demo/demo.sh clean

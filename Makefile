@@ -37,11 +37,13 @@ integration: test-setup
 	PYTHONPATH=$(CURDIR) $(PYTHON_DEB) -m pytest -q -p no:cacheprovider tests/integration $(PYTEST_ARGS)
 
 # The same suites against the current PyPI releases of pyroute2, cryptography and systemd-python.
-# (The Ansible role and the long fault/churn runs do not depend on the library versions: once is enough.)
+# (The Ansible role, the long fault/churn runs and the demo, which runs Debian's python3, do not depend
+# on the library versions: once is enough.)
 test-pypi: test-setup
 	PYTHONPATH=$(CURDIR) $(PYTHON_PYPI) -m pytest -q -p no:cacheprovider tests/unit tests/integration \
 		--ignore=tests/integration/test_ansible.py --ignore=tests/integration/test_churn.py \
-		--ignore=tests/integration/test_faults.py --ignore=tests/integration/test_bench_smoke.py $(PYTEST_ARGS)
+		--ignore=tests/integration/test_faults.py --ignore=tests/integration/test_bench_smoke.py \
+		--ignore=tests/integration/test_demo.py $(PYTEST_ARGS)
 
 ## test-vm: Debian bookworm's own kernel in QEMU (kernel WireGuard): the kernel backend's tests with
 ## pyroute2 0.7.2 and current PyPI, and the core scenarios (test_static.py) with backend = "kernel"

@@ -21,7 +21,8 @@ bmx7wg() {  # bmx7wg NAMESPACE ARGS...: the command as a user runs it, inside a 
     ip netns exec "$ns" env PYTHONPATH="$REPO" "$PY" -m bmx7_wg "$@"
 }
 
-say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+if [ -t 1 ]; then B=$'\033[1m' R=$'\033[0m'; else B="" R=""; fi
+say() { printf '\n%s== %s%s\n' "$B" "$*" "$R"; }
 note() { printf '   %s\n' "$*"; }
 die() { echo "demo: $*" >&2; exit 1; }
 

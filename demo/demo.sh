@@ -145,8 +145,11 @@ node_id() {  # node_id I: bmx7's node id of node I
 
 # ---------------------------------------------------------------- the mesh demo
 
-log_since() {  # log_since LINES: node1's service log after its first LINES lines, indented
-    sleep 0.2  # the lines written right after the change
+log_since() {  # log_since LINES TEXT: node1's service log after its first LINES lines, once TEXT is in it
+    local deadline=$((SECONDS + 5))
+    until tail -n +"$(($1 + 1))" "$WORK/node1/bmx7-wg.log" | grep -q "$2" || [ $SECONDS -ge $deadline ]; do
+        sleep 0.05
+    done
     tail -n +"$(($1 + 1))" "$WORK/node1/bmx7-wg.log" | sed 's/^/   | /'
 }
 
@@ -238,13 +241,14 @@ CONF
     rm "$WORK/node1/trustedNodes/${ids[last - 1]}"
     wait_peers 1 $((N - 2))
     note "node1 has $(peers_of 1) peer(s) now; node$N's is gone. Its log says why:"
-    log_since "$mark"
+    log_since "$mark" "$short"
     say "trust restored (touch $WORK/node1/trustedNodes/$short...)"
     mark=$(wc -l < "$WORK/node1/bmx7-wg.log")
     touch "$WORK/node1/trustedNodes/${ids[last - 1]}"
     wait_peers 1 $((N - 1))
-    log_since "$mark"
-    ip netns exec "${PREFIX}n1" ping -c 1 -W 2 -w 10 "$far" > /dev/null && note "node1 reaches node$N again"
+    log_since "$mark" "add peer"
+    if ip netns exec "${PREFIX}n1" ping -c 1 -W 2 -w 10 "$far" > /dev/null; then note "node1 reaches node$N again"
+    else note "node1 does not reach node$N yet"; fi
 
     say "bmx7-wg show (node1)"
     bmx7wg "${PREFIX}n1" -c "$WORK/node1/bmx7-wg.toml" show

@@ -349,5 +349,6 @@ def test_middle_node_restart_with_measured_timings() -> None:
             assert c.primary_ip not in table70(a)
         routed = arrival(lambda: c.primary_ip in table70(a), t0)
         assert 11.9 <= routed <= 19.0, routed
-        out = ping(a, c.primary_ip)
-        assert out.returncode == 0, out.stdout + out.stderr
+        # The routes of n2 and n3 come back in the same round, a few ms apart.
+        reached = arrival(lambda: ping(a, c.primary_ip, wait=1).returncode == 0, t0)
+        assert reached - routed < 3.0, (routed, reached)

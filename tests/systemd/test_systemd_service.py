@@ -12,6 +12,7 @@ import json
 import os
 import re
 import secrets
+import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -177,19 +178,21 @@ def test_broken_reload_is_rejected_and_tunnel_stays(tunnel: Tunnel) -> None:
     wait_for("the status line without the rejection", lambda: "rejected" not in unit_property("StatusText"))
 
 
-PING_COUNT = 200
+# Pings sent before the action and after it has returned: the restart is covered on both
+# sides however long it takes (under emulation a restart takes from 1 to over 10 s).
+PING_MARGIN = 2.0
 
 
 def ping_around(action: Callable[[], None]) -> tuple[int, int]:
-    """(transmitted, received) of a ping every 50 ms for ~10 s with `action` after 2 s."""
-    ping = subprocess.Popen(
-        ["ping", "-i", "0.05", "-c", str(PING_COUNT), "-W", "5", PEER_IP], stdout=subprocess.PIPE, text=True
-    )
+    """(transmitted, received) of a ping every 50 ms from 2 s before `action` to 2 s after it."""
+    ping = subprocess.Popen(["ping", "-i", "0.05", "-W", "5", PEER_IP], stdout=subprocess.PIPE, text=True)
     try:
-        time.sleep(2)
+        time.sleep(PING_MARGIN)
         action()
+        time.sleep(PING_MARGIN)
         # Otherwise the end of the restart was not covered: the test would prove nothing.
         assert ping.poll() is None, "the ping ended before the action did"
+        ping.send_signal(signal.SIGINT)  # ping prints its statistics and exits
         out, _ = ping.communicate(timeout=DEADLINE)
     finally:
         if ping.poll() is None:
@@ -211,8 +214,10 @@ def test_restart_loses_no_ping(tunnel: Tunnel) -> None:
     print(f"MEASURE {tunnel.backend}: restart under ping: {received}/{transmitted} received")
     assert unit_property("MainPID") != pid_before
     assert run("systemctl", "is-active", UNIT).stdout.strip() == "active"
-    assert transmitted == PING_COUNT
-    assert received == transmitted
+    # At least the margins' worth of pings (one every 50 ms) was sent.
+    assert transmitted >= 2 * PING_MARGIN / 0.05 * 0.8
+    # Every ping answered, but for the one that may be in flight when ping is stopped.
+    assert received >= transmitted - 1
 
 
 def test_journal_fields_filter(tunnel: Tunnel) -> None:

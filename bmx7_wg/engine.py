@@ -11,7 +11,7 @@ import logging
 import os
 import socket
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 from bmx7_wg import keys
 from bmx7_wg.config.fastip import canonical_address
@@ -45,7 +45,6 @@ class Plan:
     observed: ObservedState
     actions: list[Action]
     new_key_files: tuple[str, ...] = ()  # key files apply creates (plan only)
-    notes: tuple[str, ...] = field(default=())
 
 
 def resolve_endpoint(host: str, port: int) -> str | None:

@@ -10,11 +10,8 @@ from bmx7_wg.mesh.nodeid import NODE_ID_RE, short_id, tunnel_address
 from bmx7_wg.plan.state import ObservedInterface, ObservedState, Peer, PeerStats
 
 
-def interfaces_json(
-    observed: ObservedState, names: Mapping[str, Mapping[str, str]], now: float | None = None
-) -> list[dict[str, Any]]:
+def interfaces_json(observed: ObservedState, names: Mapping[str, Mapping[str, str]]) -> list[dict[str, Any]]:
     """`names`: interface -> public key -> (peer name, node id) labels known from config/mesh."""
-    del now
     return [_interface_json(observed.interfaces[n], names.get(n, {})) for n in sorted(observed.interfaces)]
 
 

@@ -73,6 +73,3 @@ class Config:
     positions: Mapping[tuple[str | int, ...], tuple[int, int]] = field(
         default_factory=dict, compare=False, repr=False, hash=False
     )
-
-    def interface(self, name: str) -> InterfaceConfig | None:
-        return next((i for i in self.interfaces if i.name == name), None)

@@ -19,7 +19,6 @@ import os
 import re
 import socket
 import stat
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -287,14 +286,6 @@ class Bmx7Runtime:
         finally:
             sock.close()
 
-    def running(self) -> bool:
-        """True if the daemon answers a harmless command on its control socket."""
-        try:
-            self.command("parameters")
-        except (Bmx7Unavailable, Bmx7CommandError):
-            return False
-        return True
-
     # -- JSON plugin files
 
     def _json_file(self, *parts: str) -> str:
@@ -348,18 +339,10 @@ class Bmx7Runtime:
 
     # -- trust
 
-    def trusted_nodes_dir(self, parameters: tuple[Parameter, ...] | None = None) -> str | None:
-        """bmx7's trustedNodesDir, or None when it is not configured (every node trusted)."""
-        return self.trusted_nodes_dir_of(self.parameters() if parameters is None else parameters)
-
     @staticmethod
     def trusted_nodes_dir_of(parameters: tuple[Parameter, ...]) -> str | None:
+        """bmx7's trustedNodesDir, or None when it is not configured (every node trusted)."""
         return next((p.value for p in parameters if p.name == "trustedNodesDir"), None)
-
-    def trust_levels(self) -> Mapping[str, int] | None:
-        """bmx7's trust levels by node id; None when bmx7 trusts every node."""
-        directory = self.trusted_nodes_dir()
-        return None if directory is None else read_trusted_nodes(directory)
 
     # -- SMS
 

@@ -79,9 +79,6 @@ class MeshGrace:
             self._last.pop(name, None)
         return out
 
-    def held(self, interface: str) -> tuple[Peer, ...]:
-        return tuple(h.peer for h in self._held.get(interface, {}).values())
-
     def next_deadline(self) -> float | None:
         """When the earliest held peer's grace ends (monotonic), or None if none is held."""
         ends = [h.since + self.grace for held in self._held.values() for h in held.values()]

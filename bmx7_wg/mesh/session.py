@@ -59,7 +59,6 @@ class MeshSession:
     node: NodeInfo | None = None
     inputs: dict[str, MeshInputs] = field(default_factory=dict)
     refusals: list[tuple[str, str]] = field(default_factory=list)  # (node id, message)
-    notes: list[str] = field(default_factory=list)
     changes: list[MeshChange] = field(default_factory=list)
     trust_dir: str | None = None  # the trusted-nodes directory in force, to watch
     # bmx7's configured options, asked once per reconcile (trust and SMS registration both
@@ -106,7 +105,6 @@ class MeshSession:
                 self.changes.append(MeshChange(iface.name, "register_sms", {"sms": name}))
         except Bmx7WgError as exc:
             log.warning("%s: cannot publish the mesh announcement: %s", iface.name, exc)
-            self.notes.append(str(exc))
 
     def actions_json(self) -> list[dict[str, Any]]:
         return [c.to_json() for c in self.changes]
@@ -138,7 +136,6 @@ def mesh_inputs(config: Config) -> MeshSession:
         # Not fatal: static peers still get applied, and the mesh is picked up when
         # bmx7 answers again. Existing mesh peers stay until bmx7 is back.
         log.warning("%s: %s", iface.name, exc)
-        session.notes.append(str(exc))
         session.inputs[iface.name] = MeshInputs(hold=True)
         return session
     own = session.node.node_id

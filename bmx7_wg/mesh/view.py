@@ -35,7 +35,6 @@ from bmx7_wg.mesh.nodeid import MESH_NETWORK, normalize_node_id, primary_address
 from bmx7_wg.plan.state import Peer
 
 # bmx7 trust levels (sec.h): a trust file's level; 2 and 3 both mean "trusted directly".
-TRUST_NONE = 0
 TRUST_DIRECT = 2
 
 

@@ -130,10 +130,6 @@ class Netlink:
             addresses = self._rtnl.addresses()
         return _link_info(link, _addresses_by_index(addresses).get(link.index, frozenset()))
 
-    def routes(self, ifindex: int, proto: int) -> frozenset[str]:
-        """Main-table unicast routes out of this link with this rtm_protocol, both families."""
-        return self.routes_by_link(proto).get(ifindex, frozenset())
-
     def routes_by_link(self, proto: int) -> dict[int, frozenset[str]]:
         """Main-table unicast routes with this rtm_protocol, by outgoing link, both families.
 

@@ -24,7 +24,6 @@ from typing import TypeVar
 T = TypeVar("T")
 
 # linux/netlink.h
-NLMSG_NOOP = 1
 NLMSG_ERROR = 2
 NLMSG_DONE = 3
 NLMSG_OVERRUN = 4

@@ -24,17 +24,6 @@ APPLY_FAILED = "f7b815d8c55346288f81540c55112381"
 CHANGE_APPLIED = "bc82df85e058499fb7030ebf29e7de8b"
 SERVICE_STARTED = "9c0969dcc25f44ad888cc1c18de8a023"
 
-MESSAGE_IDS = {
-    "peer-added": PEER_ADDED,
-    "peer-removed": PEER_REMOVED,
-    "announcement-refused": ANNOUNCEMENT_REFUSED,
-    "handshake-stale": HANDSHAKE_STALE,
-    "config-rejected": CONFIG_REJECTED,
-    "apply-failed": APPLY_FAILED,
-    "change-applied": CHANGE_APPLIED,
-    "service-started": SERVICE_STARTED,
-}
-
 
 def emit(level: int, message: str, message_id: str, **fields: Any) -> None:
     """Log one event. Field names are given without the BMX7WG_ prefix, lower case."""

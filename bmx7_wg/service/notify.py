@@ -23,10 +23,6 @@ class Notifier:
             # Ping at half the interval systemd expects, as sd_watchdog_enabled(3) advises.
             self.watchdog_interval = int(usec) / 2_000_000
 
-    @property
-    def enabled(self) -> bool:
-        return self._address is not None
-
     def send(self, *lines: str) -> None:
         if self._address is None:
             return

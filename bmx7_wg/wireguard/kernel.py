@@ -374,10 +374,6 @@ class KernelWireGuard:
             ) from None
         self._closed = False
 
-    @staticmethod
-    def available() -> bool:
-        return available()
-
     def close(self) -> None:
         if not self._closed:
             self._closed = True
@@ -434,20 +430,6 @@ class KernelWireGuard:
                 raise KernelWireGuardError(
                     change.interface, _describe_request(attrs), _reason(exc), _code(exc)
                 ) from None
-
-
-def available() -> bool:
-    """Whether this kernel has WireGuard's generic netlink family.
-
-    Asking for the family makes the kernel load the module when it can.
-    """
-    from pyroute2.netlink.exceptions import NetlinkError
-
-    try:
-        KernelWireGuard().close()
-    except (BackendUnavailable, ApplyError, NetlinkError, OSError):
-        return False
-    return True
 
 
 def _code(exc: BaseException) -> int | None:

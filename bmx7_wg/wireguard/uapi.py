@@ -399,14 +399,6 @@ class UapiClient:
             return False
         return True
 
-    def names(self) -> list[str]:
-        """Interface names that have a socket in the socket directory, sorted."""
-        try:
-            entries = os.listdir(self.socket_dir)
-        except OSError:
-            return []
-        return sorted(e[: -len(".sock")] for e in entries if e.endswith(".sock") and len(e) > 5)
-
     def get(self, name: str) -> Device:
         return parse_get(self._exchange(name, b"get=1\n\n"), name)
 

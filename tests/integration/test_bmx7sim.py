@@ -13,13 +13,22 @@ from pathlib import Path
 
 import pytest
 
-from bmx7_wg.mesh.bmx7 import Bmx7Runtime
+from bmx7_wg.mesh.bmx7 import Bmx7Runtime, Bmx7Unavailable, read_trusted_nodes
 from tests.bmx7sim import Mesh, MeshNode, SimMesh, SimNode, Timings, jsonc, make_node_id, primary_ip
 
 HERE = Path(__file__).resolve().parents[1] / "bmx7sim"
 FIXTURES = HERE / "fixtures"
 CLIENT = HERE / "bmx7"
 N1 = "CAD0870E071C0642EBCA29759284D05B7B17A9887A8F6B2BC2D42CA5"
+
+
+def answers(runtime_dir: str) -> bool:
+    """Whether a bmx7 answers on the control socket of `runtime_dir`."""
+    try:
+        Bmx7Runtime(runtime_dir, timeout=0.5).command("parameters")
+    except Bmx7Unavailable:
+        return False
+    return True
 
 
 def wait_for(cond: Callable[[], bool], timeout: float = 5.0) -> float:
@@ -175,7 +184,7 @@ def test_node_leaving_and_restart(tmp_path: Path) -> None:
         wait_for(lambda: f"{n2.node_id}:wg" in rcvd(n1) and f"{n1.node_id}:wg" in rcvd(n2))
         n2.stop()  # leaves: its files vanish elsewhere, its socket stays stale
         wait_for(lambda: f"{n2.node_id}:wg" not in rcvd(n1))
-        assert not Bmx7Runtime(n2.runtime_dir, timeout=0.5).running()
+        assert not answers(n2.runtime_dir)
         n2.start()  # restart wipes rcvdSms and forgets live syncSms registrations
         assert rcvd(n2) == {}
         assert n2.live_sms == []
@@ -243,7 +252,7 @@ def test_a_killed_node_stays_in_view_until_bmx7s_timeout(tmp_path: Path) -> None
         assert set(sim.routes(n1) or {}) == {n2.node_id, n3.node_id}
         t0 = time.monotonic()
         n2.kill()  # the middle node: n3 is cut off from n1 too, but nobody says so
-        assert not Bmx7Runtime(n2.runtime_dir, timeout=0.5).running()
+        assert not answers(n2.runtime_dir)
         time.sleep(1.0)
         assert set(rcvd(n1)) == {f"{n2.node_id}:wg", f"{n3.node_id}:wg"}
         assert {n2.node_id, n3.node_id} <= set(os.listdir(Path(n1.runtime_dir) / "json" / "originators"))
@@ -257,11 +266,12 @@ def test_a_killed_node_stays_in_view_until_bmx7s_timeout(tmp_path: Path) -> None
 
 def test_trusted_nodes_dir_set_live(mesh: SimMesh, tmp_path: Path) -> None:
     rt = Bmx7Runtime(mesh.nodes[0].runtime_dir)
-    assert rt.trust_levels() is None
+    assert rt.trusted_nodes_dir_of(rt.parameters()) is None
     rt.command(f"trustedNodesDir={tmp_path}/trust")
-    assert rt.trust_levels() == {}
+    assert rt.trusted_nodes_dir_of(rt.parameters()) == f"{tmp_path}/trust"
+    assert read_trusted_nodes(f"{tmp_path}/trust") == {}
     (tmp_path / "trust" / f"{mesh.nodes[1].node_id}.trust=2.support=2").touch()
-    assert rt.trust_levels() == {mesh.nodes[1].node_id: 2}
+    assert read_trusted_nodes(f"{tmp_path}/trust") == {mesh.nodes[1].node_id: 2}
     # json/parameters follows the live configuration, as bmx7_json does.
     params = json.loads((Path(rt.runtime_dir) / "json" / "parameters").read_text())
     assert any(o["name"] == "trustedNodesDir" for o in params["OPTIONS"])

@@ -155,7 +155,6 @@ def test_bad_sms_names_are_refused(runtime: Bmx7Runtime) -> None:
 
 def test_not_running_is_clear(tmp_path: Path) -> None:
     runtime = Bmx7Runtime(str(tmp_path), timeout=0.5)
-    assert not runtime.running()
     with pytest.raises(Bmx7Unavailable) as info:
         runtime.own_node()
     assert str(info.value).startswith(f"bmx7 is not running (no answer on {tmp_path}/sock")
@@ -166,7 +165,8 @@ def test_stale_socket_is_not_running(tmp_path: Path) -> None:
     stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     stale.bind(str(tmp_path / "sock"))
     stale.close()  # the file stays, nobody listens: like a killed bmx7
-    assert not Bmx7Runtime(str(tmp_path), timeout=0.5).running()
+    with pytest.raises(Bmx7Unavailable, match="bmx7 is not running"):
+        Bmx7Runtime(str(tmp_path), timeout=0.5).command("parameters")
 
 
 def test_own_node_falls_back_to_json_status(tmp_path: Path) -> None:
@@ -200,12 +200,10 @@ def sim(tmp_path: Path) -> Iterator[SimNode]:
 
 def test_socket_commands_against_stand_in(sim: SimNode) -> None:
     runtime = Bmx7Runtime(sim.runtime_dir)
-    assert runtime.running()
     assert runtime.own_node() == NodeInfo(sim.node_id, "node1", sim.primary_ip)
     assert sim.commands[-1] == "jshow=status  #"  # exactly what `bmx7 -c jshow=status` sends
     assert runtime.node_names() == {sim.node_id: "node1"}
-    assert runtime.trusted_nodes_dir() == sim.trusted_nodes_dir
-    assert runtime.trust_levels() == {}
+    assert runtime.trusted_nodes_dir_of(runtime.parameters()) == sim.trusted_nodes_dir
 
 
 def test_register_sms_only_once(sim: SimNode) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import gzip
 import ipaddress
 import json
 import os
@@ -39,7 +38,6 @@ from bmx7_wg.net.netlink import (
     NetlinkOperationError,
     WireGuardUnsupported,
     _RouteKey,
-    _wireguard_available,
     kernel_has_wireguard,
 )
 
@@ -149,67 +147,6 @@ def wireguard_go(netns: Namespace) -> Iterator[WireguardGo]:
                 process.wait()
         # After a kill the daemon leaves its socket behind; the name is this test's own.
         (WG_SOCKET_DIR / f"{name}.sock").unlink(missing_ok=True)
-
-
-# Not root: the cost of importing the module, and the kernel-support probe on fake trees.
-
-
-def test_import_does_not_load_pyroute2() -> None:
-    code = (
-        "import sys\n"
-        "import bmx7_wg.net.netlink\n"
-        "assert 'pyroute2' not in sys.modules, 'pyroute2 imported at import time'\n"
-    )
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    result = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False
-    )
-    assert result.returncode == 0, result.stderr
-
-
-def _module_tree(tmp_path: Path) -> tuple[Path, Path, Path]:
-    sys_module = tmp_path / "sys_module"
-    sys_module.mkdir()
-    modules = tmp_path / "modules"
-    modules.mkdir()
-    return sys_module, modules, tmp_path / "config.gz"
-
-
-def test_wireguard_probe_finds_nothing(tmp_path: Path) -> None:
-    sys_module, modules, config = _module_tree(tmp_path)
-    (modules / "modules.dep").write_text(
-        "kernel/drivers/net/tun.ko.xz:\nkernel/drivers/net/wireguardx.ko.xz:\n"
-    )
-    (modules / "modules.builtin").write_text("kernel/net/ipv6/ipv6.ko\n")
-    with gzip.open(config, "wt") as f:
-        f.write("CONFIG_TUN=y\nCONFIG_WIREGUARD=m\n")  # =m but not installed: unusable
-    assert not _wireguard_available(sys_module, [modules, tmp_path / "missing"], config)
-
-
-@pytest.mark.parametrize(
-    "where",
-    ["loaded", "dep", "dep-zst", "builtin", "config"],
-)
-def test_wireguard_probe_finds_it(tmp_path: Path, where: str) -> None:
-    sys_module, modules, config = _module_tree(tmp_path)
-    if where == "loaded":
-        (sys_module / "wireguard").mkdir()
-    elif where == "dep":
-        (modules / "modules.dep").write_text(
-            "kernel/drivers/net/wireguard/wireguard.ko.xz: kernel/lib/crypto/libcurve25519.ko.xz\n"
-        )
-    elif where == "dep-zst":
-        (modules / "modules.dep").write_text("kernel/drivers/net/wireguard/wireguard.ko.zst:\n")
-    elif where == "builtin":
-        (modules / "modules.builtin").write_text("kernel/drivers/net/wireguard/wireguard.ko\n")
-    else:
-        with gzip.open(config, "wt") as f:
-            f.write("CONFIG_WIREGUARD=y\n")
-    assert _wireguard_available(sys_module, [tmp_path / "missing", modules], config)
-
-
-def test_kernel_has_wireguard_is_a_plain_bool() -> None:
-    assert isinstance(kernel_has_wireguard(), bool)
 
 
 # Root, in a namespace of the test's own.

@@ -29,12 +29,11 @@ from bmx7_wg.plan.actions import (
 from bmx7_wg.plan.state import (
     OWNER_ALIAS,
     ROUTE_PROTO,
-    Device,
     Implementation,
     ObservedInterface,
     ObservedState,
 )
-from bmx7_wg.wireguard.uapi import UapiClient, format_set
+from bmx7_wg.wireguard.uapi import UapiClient
 
 if TYPE_CHECKING:
     from bmx7_wg.net.netlink import LinkInfo, Netlink
@@ -108,7 +107,7 @@ class System:
                 continue
             device = None
             if implementation is not None:
-                device = self.read_device(name, implementation)
+                device = self.device(implementation).get(name)
             result[name] = ObservedInterface(
                 name=name,
                 ifindex=link.ifindex,
@@ -122,10 +121,10 @@ class System:
             )
         return ObservedState(result)
 
-    def read_device(self, name: str, implementation: Implementation) -> Device:
-        if implementation == "kernel":
-            return self.kernel.get(name)
-        return self.uapi.get(name)
+    def device(self, implementation: Implementation) -> KernelWireGuard | UapiClient:
+        """The backend of one implementation: both read a device (`get`) and change it
+        (`apply`) alike; only creating the link differs (see `_apply_link`)."""
+        return self.kernel if implementation == "kernel" else self.uapi
 
     # -- changing ------------------------------------------------------------------
 
@@ -157,7 +156,7 @@ class System:
             try:
                 if action.device:
                     change = DeviceChange.collect(action.interface, batch)
-                    self._apply_device(change, implementations[action.interface])
+                    self.device(implementations[action.interface]).apply(change)
                 else:
                     self._apply_link(action)
             except Bmx7WgError as exc:
@@ -166,12 +165,6 @@ class System:
                 ) from None
             finished(batch)
             i = j
-
-    def _apply_device(self, change: DeviceChange, implementation: Implementation) -> None:
-        if implementation == "kernel":
-            self.kernel.apply(change)
-        else:
-            self.uapi.set(change.interface, format_set(change))
 
     def _apply_link(self, action: Action) -> None:
         nl = self.netlink

@@ -144,19 +144,14 @@ def parse(text: str, path: str, *, state_dir: str = DEFAULT_STATE_DIR) -> Config
         # tomllib recurses once per level of nested arrays and inline tables.
         raise ConfigError([_too_deep(text, path)]) from None
     try:
-        try:
-            return _validate(document, text, path, state_dir, fast=True)
-        except ConfigError:
-            # The fast path keeps no record of where list elements were written; the messages
-            # come from a second reading that does. Only a wrong file pays for it.
-            return _validate(document, text, path, state_dir, fast=False)
+        return _validate(document, text, path, state_dir)
     except RecursionError:
         # What tomllib just managed, the position scanner (also recursive) may not.
         raise ConfigError([_too_deep(text, path)]) from None
 
 
-def _validate(document: dict[str, Any], text: str, path: str, state_dir: str, *, fast: bool) -> Config:
-    reader = _Reader(path, Positions(text), state_dir, fast=fast)
+def _validate(document: dict[str, Any], text: str, path: str, state_dir: str) -> Config:
+    reader = _Reader(path, Positions(text), state_dir)
     reader.has_bmx7 = isinstance(document.get("bmx7"), dict)
     values = reader.table(document, (), TOP_SETTINGS)
     # A section of the wrong type (`interface = ""`) was reported already; the checks
@@ -217,10 +212,8 @@ def _syntax_error(message: str, text: str, path: str) -> Diagnostic:
 
 
 class _Reader:
-    def __init__(self, path: str, positions: Positions, state_dir: str, *, fast: bool = False) -> None:
+    def __init__(self, path: str, positions: Positions, state_dir: str) -> None:
         self.path = path
-        # Take _peer_fast for peers written canonically (see there).
-        self.fast = fast
         self.positions = positions
         self.state_dir = state_dir
         self.has_bmx7 = False
@@ -579,72 +572,6 @@ def _peer(raw: object, path: KeyPath, reader: _Reader) -> PeerConfig | None:
     return None if values is None else PeerConfig(**values)
 
 
-# What _peer_fast takes: keys whose values it can check without the reader
-# (_FAST_PEER_KEYS, after PEER_SETTINGS below), and the spelling of a key that decode_key
-# accepts and _public_key returns unchanged (43 base64 characters whose last one leaves the
-# unused bits zero, then "=").
-_CANONICAL_KEY = re.compile(r"[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=")
-
-
-def _peer_fast(raw: object) -> PeerConfig | None:
-    """The peer `_peer` would return, if every value is already in canonical form and
-    correct; None otherwise, and then `_peer` reads it.
-
-    At 10,000 peers the reader's per-value bookkeeping (key paths, origins of list
-    elements for messages) is most of the time of a no-op apply; a file that is right
-    needs none of it. Whatever this accepts, `_peer` accepts and reads to the same value
-    (tests/unit/test_config.py compares them).
-    """
-    if type(raw) is not dict or not raw.keys() <= _FAST_PEER_KEYS:
-        return None
-    key = raw.get("public_key")
-    if type(key) is not str or _CANONICAL_KEY.fullmatch(key) is None:
-        return None
-    endpoint = raw.get("endpoint")
-    if endpoint is not None:
-        if type(endpoint) is not str:
-            return None
-        endpoint = _endpoint_fast(endpoint)
-        if endpoint is None:
-            return None
-    allowed = raw.get("allowed_ips", ())
-    if type(allowed) is not list and allowed != ():
-        return None
-    for network in allowed:
-        if type(network) is not str or canonical_network(network) is None:
-            return None
-    keepalive = raw.get("persistent_keepalive", 0)
-    if type(keepalive) is not int or not 0 <= keepalive <= 65535:
-        return None
-    name = raw.get("name")
-    if name is not None and type(name) is not str:
-        return None
-    return PeerConfig(
-        public_key=key,
-        allowed_ips=tuple(sorted(set(allowed))),
-        endpoint=endpoint,
-        persistent_keepalive=keepalive,
-        name=name,
-    )
-
-
-def _endpoint_fast(text: str) -> Endpoint | None:
-    """IPv4:PORT or [IPv6]:PORT with the address written as ipaddress writes it."""
-    host, colon, port = text.rpartition(":")
-    # isdigit() alone would take other scripts' digits; _PORT takes ASCII 0-9 only.
-    if not (colon and 0 < len(port) <= 5 and port.isascii() and port.isdigit()):
-        return None
-    number = int(port)
-    if not 1 <= number <= 65535:
-        return None
-    if host[:1] == "[" and host[-1:] == "]":
-        host = host[1:-1]
-        version = 6
-    else:
-        version = 4
-    return Endpoint(host, number) if canonical_address(host) == version else None
-
-
 def _peers(raw: object, path: KeyPath, reader: _Reader) -> tuple[PeerConfig | None, ...]:
     if not isinstance(raw, list):
         header = f"[[{format_key_path(path)}]]"
@@ -652,11 +579,8 @@ def _peers(raw: object, path: KeyPath, reader: _Reader) -> tuple[PeerConfig | No
     # A wrong peer stays as None so that the peers after it keep their index in messages.
     peers: list[PeerConfig | None] = []
     for index, item in enumerate(raw):
-        peer = _peer_fast(item) if reader.fast else None
-        if peer is None:
-            read = reader.read(item, (*path, index), _peer)
-            peer = read if isinstance(read, PeerConfig) else None
-        peers.append(peer)
+        read = reader.read(item, (*path, index), _peer)
+        peers.append(read if isinstance(read, PeerConfig) else None)
     return tuple(peers)
 
 
@@ -847,6 +771,3 @@ TOP_SETTINGS = _settings(
     Setting("bmx7", _bmx7, None),
     Setting("interface", _interfaces, ()),
 )
-
-# Every peer setting but preshared_key_file, which names a file to look at (_peer_fast).
-_FAST_PEER_KEYS = frozenset(PEER_SETTINGS) - {"preshared_key_file"}

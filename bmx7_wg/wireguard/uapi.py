@@ -12,7 +12,6 @@ import binascii
 import dataclasses
 import ipaddress
 import os
-import re
 import socket
 import stat
 import time
@@ -100,91 +99,6 @@ def _canonical_endpoint(text: str) -> str:
     return text
 
 
-# One peer exactly as wireguard-go writes it (device/uapi.go, IpcGetOperation), or else
-# one line of anything (the last group), so that findall accounts for every line.
-_PEER_BLOCK = re.compile(
-    r"public_key=([0-9a-f]{64})\n"
-    r"preshared_key=([0-9a-f]{64})\n"
-    r"protocol_version=1\n"
-    r"(?:endpoint=([^\n]+)\n)?"
-    r"last_handshake_time_sec=([0-9]{1,19})\n"
-    r"last_handshake_time_nsec=([0-9]{1,19})\n"
-    r"tx_bytes=([0-9]{1,20})\n"
-    r"rx_bytes=([0-9]{1,20})\n"
-    r"persistent_keepalive_interval=([0-9]{1,5})\n"
-    r"((?:allowed_ip=[^\n]+\n)*)"
-    r"|([^\n]*\n)"
-)
-_TRAILER = re.compile(r"errno=-?[0-9]+\n*")
-
-
-def parse_get(text: str, interface: str = "") -> Device:
-    """Parse the answer to `get=1`: the device, its peers and their runtime stats.
-
-    `interface` only names the device in error messages.
-    """
-    # The peers are read block by block with one regular expression when the answer is
-    # laid out exactly as wireguard-go writes it (a no-op apply at 10,000 peers spends
-    # most of its device time here); anything else goes through the line reader.
-    first = text.find("public_key=")
-    last = text.rfind("\nerrno=")
-    if 0 <= first < last and _TRAILER.fullmatch(text, last + 1):
-        peers = _parse_peer_blocks(text[first : last + 1], interface)
-        if peers is not None:
-            device = _parse_get_lines(text[:first] + text[last + 1 :], interface)
-            return dataclasses.replace(device, peers=peers[0], stats=peers[1])
-    return _parse_get_lines(text, interface)
-
-
-def _parse_peer_blocks(text: str, interface: str) -> tuple[dict[str, Peer], dict[str, PeerStats]] | None:
-    """Peers and stats of a run of wireguard-go peer blocks; None if `text` is not one."""
-    peers: dict[str, Peer] = {}
-    stats: dict[str, PeerStats] = {}
-    b2a = binascii.b2a_base64
-    try:
-        for (
-            hex_key,
-            hex_psk,
-            endpoint,
-            hs_sec,
-            hs_nsec,
-            tx,
-            rx,
-            keepalive,
-            allowed_lines,
-            other_line,
-        ) in _PEER_BLOCK.findall(text):
-            if other_line:
-                return None
-            public_key = b2a(bytes.fromhex(hex_key), newline=False).decode("ascii")
-            if public_key in peers:
-                return None  # the line reader's answer (the last block wins) stands
-            if allowed_lines:
-                allowed = frozenset(
-                    _canonical_cidr(line[11:]) if "." in line else line[11:]
-                    for line in allowed_lines[:-1].split("\n")
-                )
-            else:
-                allowed = frozenset()
-            peers[public_key] = Peer(
-                public_key=public_key,
-                allowed_ips=allowed,
-                endpoint=_canonical_endpoint(endpoint) if endpoint else None,
-                persistent_keepalive=int(keepalive),
-                preshared_key=None if hex_psk == _ZERO_KEY_HEX else PresharedKey(bytes.fromhex(hex_psk)),
-            )
-            if hs_sec == "0" and hs_nsec == "0" and rx == "0" and tx == "0":
-                stats[public_key] = _NO_STATS
-            else:
-                stats[public_key] = _peer_stats(int(hs_sec), int(hs_nsec), int(rx), int(tx))
-    except ValueError:
-        return None  # the line reader names what is malformed
-    return peers, stats
-
-
-_NO_STATS = PeerStats()  # a peer never heard from: shared, it is immutable
-
-
 def _peer_stats(hs_sec: int, hs_nsec: int, rx: int, tx: int) -> PeerStats:
     """What `get` says of a peer's traffic; a handshake time of 0.0 means never."""
     return PeerStats(
@@ -192,7 +106,11 @@ def _peer_stats(hs_sec: int, hs_nsec: int, rx: int, tx: int) -> PeerStats:
     )
 
 
-def _parse_get_lines(text: str, interface: str) -> Device:
+def parse_get(text: str, interface: str = "") -> Device:
+    """Parse the answer to `get=1`: the device, its peers and their runtime stats.
+
+    `interface` only names the device in error messages.
+    """
     private_key: PrivateKey | None = None
     listen_port = 0
     fwmark = 0

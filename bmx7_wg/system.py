@@ -33,7 +33,7 @@ from bmx7_wg.plan.state import (
     ObservedInterface,
     ObservedState,
 )
-from bmx7_wg.wireguard.uapi import UapiClient
+from bmx7_wg.wireguard.uapi import DEFAULT_SOCKET_DIR, UapiClient
 
 if TYPE_CHECKING:
     from bmx7_wg.net.netlink import LinkInfo, Netlink
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SOCKET_DIR = os.environ.get("BMX7_WG_SOCKET_DIR", "/var/run/wireguard")
+SOCKET_DIR = os.environ.get("BMX7_WG_SOCKET_DIR", DEFAULT_SOCKET_DIR)
 
 
 class System:

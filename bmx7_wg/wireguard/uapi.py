@@ -158,6 +158,8 @@ def parse_get(text: str, interface: str = "") -> Device:
                 keepalive = 0
                 psk = None
                 hs_sec = hs_nsec = rx = tx = 0
+            elif key == "errno":
+                errno = int(value)
             elif public_key is not None:
                 if key == "endpoint":
                     endpoint = _canonical_endpoint(value)
@@ -174,8 +176,6 @@ def parse_get(text: str, interface: str = "") -> Device:
                     rx = int(value)
                 elif key == "persistent_keepalive_interval":
                     keepalive = int(value)
-                elif key == "errno":
-                    errno = int(value)
                 # Anything else (protocol_version, keys of newer daemons) says nothing we
                 # plan on.
             elif key == "private_key":
@@ -184,8 +184,6 @@ def parse_get(text: str, interface: str = "") -> Device:
                 listen_port = int(value)
             elif key == "fwmark":
                 fwmark = int(value)
-            elif key == "errno":
-                errno = int(value)
     except ValueError:
         # Only numbers, prefixes and endpoints raise ValueError here (keys are checked by
         # _key_from_hex), so the value may be shown.

@@ -188,12 +188,10 @@ def start(name: str, socket_dir: str = DEFAULT_SOCKET_DIR, timeout: float = STAR
                 "namespace: the socket directory is shared)"
             )
         raise WireGuardGoError(name, f"wireguard-go could not create the device: {detail}")
-    try:
-        socket.if_nametoindex(name)
-    except OSError:
+    if not _link_exists(name):
         raise WireGuardGoError(
             name, "wireguard-go exited successfully but the interface is not in this namespace"
-        ) from None
+        )
     client = UapiClient(socket_dir)
     try:
         wait_until_ready(client, name, timeout)

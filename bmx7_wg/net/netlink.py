@@ -53,7 +53,6 @@ class NetlinkOperationError(ApplyError):
         where = f"{interface}: " if interface else ""
         super().__init__(f"{where}cannot {operation}: {reason}")
         self.interface = interface
-        self.operation = operation
         self.reason = reason
         self.errno = code
 

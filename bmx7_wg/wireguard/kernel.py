@@ -58,7 +58,6 @@ class KernelWireGuardError(ApplyError):
     ) -> None:
         super().__init__(f"{interface}: cannot {operation}: {reason}")
         self.interface = interface
-        self.operation = operation
         self.reason = reason
         self.errno = code
 

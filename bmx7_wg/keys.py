@@ -42,16 +42,21 @@ def encode_key(raw: bytes) -> str:
     return base64.b64encode(raw).decode("ascii")
 
 
-@dataclass(frozen=True)
-class PrivateKey:
-    """A private (or preshared) key. Its bytes never appear in repr, str or JSON."""
+@dataclass(frozen=True, repr=False)
+class SecretKey:
+    """Key bytes that never appear in repr, str or JSON; compared by type and value."""
 
     raw: bytes = field(repr=False)
 
     def __repr__(self) -> str:
-        return "PrivateKey(<redacted>)"
+        return f"{type(self).__name__}(<redacted>)"
 
     __str__ = __repr__
+
+
+@dataclass(frozen=True, repr=False)
+class PrivateKey(SecretKey):
+    """An interface's private key."""
 
     @classmethod
     def generate(cls) -> PrivateKey:
@@ -137,16 +142,9 @@ def _libcrypto_public(lib: Any, raw: bytes) -> bytes | None:
         lib.EVP_PKEY_free(pkey)
 
 
-@dataclass(frozen=True)
-class PresharedKey:
-    """A preshared key; compared by value, never printed."""
-
-    raw: bytes = field(repr=False)
-
-    def __repr__(self) -> str:
-        return "PresharedKey(<redacted>)"
-
-    __str__ = __repr__
+@dataclass(frozen=True, repr=False)
+class PresharedKey(SecretKey):
+    """A peer's preshared key."""
 
 
 # A key file holds 44 base64 characters and a newline; anything much larger is not one,

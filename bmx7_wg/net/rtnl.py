@@ -63,6 +63,12 @@ RTA_OIF = 4
 RTA_TABLE = 15
 RT_TABLE_COMPAT = 252  # rtm_table of a table beyond 8 bits; RTA_TABLE holds the real one
 RTN_UNSPEC = 0
+# Multicast groups (the legacy bitmask for bind()): what the service listens to.
+RTMGRP_LINK = 0x1
+RTMGRP_IPV4_IFADDR = 0x10
+RTMGRP_IPV4_ROUTE = 0x40
+RTMGRP_IPV6_IFADDR = 0x100
+RTMGRP_IPV6_ROUTE = 0x400
 
 _NLMSGHDR = struct.Struct("=IHHII")  # len, type, flags, seq, pid
 _IFINFOMSG = struct.Struct("=BxHiII")  # family, type, index, flags, change
@@ -339,6 +345,30 @@ class RouteSocket:
                 raise
             self._sock = sock
         return self._sock
+
+
+def notified_indexes(data: bytes) -> set[int]:
+    """The interface index each link, address or route notification in one datagram
+    concerns (a route's output interface; a route without one concerns none)."""
+    found: set[int] = set()
+    offset = 0
+    size = len(data)
+    while offset + _NLMSGHDR.size <= size:
+        length, kind, _flags, _seq, _pid = _NLMSGHDR.unpack_from(data, offset)
+        end = offset + length
+        if length < _NLMSGHDR.size or end > size:
+            break
+        start = offset + _NLMSGHDR.size
+        offset += (length + 3) & ~3
+        if kind in (RTM_NEWLINK, RTM_DELLINK) and end - start >= _IFINFOMSG.size:
+            found.add(_parse_link(data, start, end).index)
+        elif kind in (RTM_NEWADDR, RTM_DELADDR) and end - start >= _IFADDRMSG.size:
+            found.add(_parse_address(data, start, end).index)
+        elif kind in (RTM_NEWROUTE, RTM_DELROUTE) and end - start >= _RTMSG.size:
+            oif = _parse_route(data, start, end).oif
+            if oif is not None:
+                found.add(oif)
+    return found
 
 
 def _no_reply(data: bytes, start: int, end: int) -> None:

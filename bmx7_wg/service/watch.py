@@ -1,7 +1,8 @@
 """What wakes the service: inotify on files and directories, rtnetlink events.
 
 Both are plain file descriptors for poll(); idle means asleep. Only the standard library
-is used: inotify through libc, rtnetlink through an AF_NETLINK socket.
+is used: inotify through libc, rtnetlink through an AF_NETLINK socket (its messages
+parsed by net/rtnl.py).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import os
 import socket
 import struct
 from dataclasses import dataclass
+
+from bmx7_wg.net import rtnl
 
 IN_MODIFY = 0x002
 IN_ATTRIB = 0x004
@@ -103,19 +106,6 @@ class Inotify:
         os.close(self.fd)
 
 
-# rtnetlink multicast groups (linux/rtnetlink.h, the legacy bitmask for bind()).
-RTMGRP_LINK = 0x1
-RTMGRP_IPV4_IFADDR = 0x10
-RTMGRP_IPV4_ROUTE = 0x40
-RTMGRP_IPV6_IFADDR = 0x100
-RTMGRP_IPV6_ROUTE = 0x400
-RTM_NEWLINK, RTM_DELLINK = 16, 17
-RTM_NEWADDR, RTM_DELADDR = 20, 21
-RTM_NEWROUTE, RTM_DELROUTE = 24, 25
-RTA_OIF = 4
-_NLMSGHDR = struct.Struct("=IHHII")
-
-
 class LinkEvents:
     """rtnetlink notifications, reduced to the interface indexes they concern."""
 
@@ -125,7 +115,13 @@ class LinkEvents:
         )
         self.sock.setblocking(False)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-        groups = RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE
+        groups = (
+            rtnl.RTMGRP_LINK
+            | rtnl.RTMGRP_IPV4_IFADDR
+            | rtnl.RTMGRP_IPV6_IFADDR
+            | rtnl.RTMGRP_IPV4_ROUTE
+            | rtnl.RTMGRP_IPV6_ROUTE
+        )
         self.sock.bind((0, groups))
         self.fd = self.sock.fileno()
 
@@ -143,33 +139,7 @@ class LinkEvents:
                     overflow = True
                     continue
                 raise
-            touched.update(parse_ifindexes(data))
+            touched.update(rtnl.notified_indexes(data))
 
     def close(self) -> None:
         self.sock.close()
-
-
-def parse_ifindexes(data: bytes) -> set[int]:
-    """The interface index each rtnetlink message in `data` concerns."""
-    out: set[int] = set()
-    offset = 0
-    while offset + _NLMSGHDR.size <= len(data):
-        length, kind, _flags, _seq, _pid = _NLMSGHDR.unpack_from(data, offset)
-        if length < _NLMSGHDR.size:
-            break
-        body = data[offset + _NLMSGHDR.size : offset + length]
-        if kind in (RTM_NEWLINK, RTM_DELLINK) and len(body) >= 8:
-            out.add(struct.unpack_from("=i", body, 4)[0])  # ifinfomsg.ifi_index
-        elif kind in (RTM_NEWADDR, RTM_DELADDR) and len(body) >= 8:
-            out.add(struct.unpack_from("=I", body, 4)[0])  # ifaddrmsg.ifa_index
-        elif kind in (RTM_NEWROUTE, RTM_DELROUTE) and len(body) >= 12:
-            pos = 12  # sizeof(rtmsg); then attributes
-            while pos + 4 <= len(body):
-                alen, atype = struct.unpack_from("=HH", body, pos)
-                if alen < 4:
-                    break
-                if atype == RTA_OIF and alen >= 8:
-                    out.add(struct.unpack_from("=i", body, pos + 4)[0])
-                pos += (alen + 3) & ~3
-        offset += (length + 3) & ~3
-    return out

@@ -19,12 +19,24 @@ def setup_logging(level: int, *, service: bool) -> None:
     if service:
         level = min(level, logging.INFO)
     root.setLevel(level)
-    handler: logging.Handler
+    handler: logging.Handler | None = None
+    missing = ""
     if service and (under_systemd() or os.environ.get("BMX7_WG_LOG") == "journal"):
         from bmx7_wg.service.journal import journal_handler
 
-        handler = journal_handler()
-    else:
+        try:
+            handler = journal_handler()
+        except ImportError as exc:
+            # python-systemd is a Debian dependency, but a pip install may lack it. Under
+            # systemd stderr goes to the journal anyway, only without the event fields.
+            missing = exc.name or "systemd"
+    if handler is None:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("bmx7-wg: %(message)s"))
     root.addHandler(handler)
+    if missing:
+        root.warning(
+            "the Python module %r (python3-systemd) is missing: logging to stderr, "
+            "without the journal fields (MESSAGE_ID, BMX7WG_*)",
+            missing,
+        )

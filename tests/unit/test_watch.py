@@ -1,0 +1,58 @@
+"""What wakes the service: rtnetlink notifications reduced to interface indexes (net/rtnl.py),
+and logging that works without python-systemd (service/logsetup.py)."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import struct
+import sys
+
+import pytest
+
+from bmx7_wg.net import rtnl
+from bmx7_wg.service.logsetup import setup_logging
+
+
+def _message(kind: int, body: bytes) -> bytes:
+    data = struct.pack("=IHHII", 16 + len(body), kind, 0, 0, 0) + body
+    return data + b"\0" * (-len(data) & 3)
+
+
+def _attr(kind: int, payload: bytes) -> bytes:
+    data = struct.pack("=HH", 4 + len(payload), kind) + payload
+    return data + b"\0" * (-len(data) & 3)
+
+
+def test_notified_indexes() -> None:
+    ifinfo = struct.pack("=BxHiII", 0, 0, 7, 0, 0)
+    link = _message(rtnl.RTM_NEWLINK, ifinfo + _attr(rtnl.IFLA_IFNAME, b"wg0\0"))
+    addr = _message(rtnl.RTM_DELADDR, struct.pack("=BBBBI", socket.AF_INET6, 128, 0, 0, 9))
+    route = _message(
+        rtnl.RTM_NEWROUTE,
+        struct.pack("=BBBBBBBBI", socket.AF_INET6, 16, 0, 0, 254, 77, 0, 1, 0)
+        + _attr(rtnl.RTA_DST, bytes(16))
+        + _attr(rtnl.RTA_OIF, struct.pack("=I", 11)),
+    )
+    no_oif = struct.pack("=BBBBBBBBI", socket.AF_INET, 0, 0, 0, 254, 3, 0, 6, 0)  # a blackhole route
+    blackhole = _message(rtnl.RTM_NEWROUTE, no_oif)
+    other = _message(rtnl.NLMSG_DONE, b"\0" * 4)
+    assert rtnl.notified_indexes(link + addr + route + blackhole + other) == {7, 9, 11}
+    # A cut or malformed datagram yields what precedes the damage, never an exception.
+    assert rtnl.notified_indexes(link + addr[:10]) == {7}
+    assert rtnl.notified_indexes(struct.pack("=IHHII", 3, rtnl.RTM_NEWLINK, 0, 0, 0)) == set()
+
+
+def test_journal_without_python_systemd_logs_to_stderr(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "systemd", None)  # `import systemd` now fails as if missing
+    monkeypatch.setenv("BMX7_WG_LOG", "journal")
+    setup_logging(logging.INFO, service=True)
+    try:
+        logging.getLogger("bmx7_wg.test").info("wg0: add peer X")
+    finally:
+        logging.getLogger("bmx7_wg").handlers.clear()
+    err = capsys.readouterr().err
+    assert "the Python module 'systemd' (python3-systemd) is missing: logging to stderr" in err
+    assert "bmx7-wg: wg0: add peer X" in err

@@ -14,6 +14,11 @@ DEFAULT_CONFIG_PATH = "/etc/bmx7-wg.toml"
 DEFAULT_STATE_DIR = "/var/lib/bmx7-wg"
 DEFAULT_MTU = 1420
 DEFAULT_MESH_PORT = 40456
+# Seconds a mesh peer whose announcement vanished is kept. Measured on a real three-node
+# line: after bmx7 restarts on the middle node, the far node's announcement is back after
+# 6-11 s (its fd70 route after 12-17 s); 30 s covers that with room to spare, while a node
+# that really left goes ~68 s (bmx7's own timeout) + 30 s after it died.
+DEFAULT_GRACE = 30
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,7 @@ class Bmx7Config:
     trusted_nodes_dir: str = "/etc/bmx7/trustedNodes"
     trusted: tuple[str, ...] = ()  # upper-case node ids
     denied: tuple[str, ...] = ()  # upper-case node ids
+    grace: int = DEFAULT_GRACE  # seconds a vanished announcement's peer is kept
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from typing import Any
 from bmx7_wg.config import fasttoml
 from bmx7_wg.config.fastip import canonical_address, canonical_network, ipv6_zone
 from bmx7_wg.config.model import (
+    DEFAULT_GRACE,
     DEFAULT_MESH_PORT,
     DEFAULT_STATE_DIR,
     Bmx7Config,
@@ -738,6 +739,7 @@ BMX7_SETTINGS = _settings(
     Setting("trusted_nodes_dir", _text(_absolute_path), "/etc/bmx7/trustedNodes"),
     Setting("trusted", _list_of(_text(_node_id)), ()),
     Setting("denied", _list_of(_text(_node_id)), ()),
+    Setting("grace", _integer(0, 86400), DEFAULT_GRACE),
 )
 
 INTERFACE_SETTINGS = _settings(

@@ -730,3 +730,15 @@ def test_reading_many_peers(state_dir: str) -> None:
     )
     result = parse(peers, PATH, state_dir=state_dir)
     assert len(result.interfaces[0].peers) == 10_000
+
+
+def test_grace_defaults_to_30_seconds(state_dir: str) -> None:
+    assert parse("[bmx7]\n", PATH, state_dir=state_dir).bmx7 == Bmx7Config(grace=30)
+    cfg = parse("[bmx7]\ngrace = 0\n", PATH, state_dir=state_dir)
+    assert cfg.bmx7 is not None and cfg.bmx7.grace == 0
+    assert errors("[bmx7]\ngrace = -1\n", state_dir) == [
+        f"{PATH}:2:9: bmx7.grace: -1 is out of range (0-86400)"
+    ]
+    assert errors('[bmx7]\ngrace = "30s"\n', state_dir) == [
+        f'{PATH}:2:9: bmx7.grace: expected an integer, got a string ("30s")'
+    ]

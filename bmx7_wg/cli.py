@@ -25,6 +25,7 @@ from bmx7_wg.config.model import DEFAULT_CONFIG_PATH, Config
 from bmx7_wg.errors import Bmx7WgError, ConfigError, ConflictError, UsageError
 
 if TYPE_CHECKING:
+    from bmx7_wg.mesh.liveness import Liveness
     from bmx7_wg.plan.actions import Action
 
 log = logging.getLogger("bmx7_wg")
@@ -201,9 +202,10 @@ def _reconcile(args: argparse.Namespace, *, check: bool, verb: str) -> int:
 
     cfg = _load(args)
     mesh = mesh_inputs(cfg)
+    resolve = _endpoint_resolver(cfg)
     with System() as system:
         engine = Engine(system)
-        p = engine.make_plan(cfg, create_keys=not check, mesh=mesh.inputs)
+        p = engine.make_plan(cfg, create_keys=not check, mesh=mesh.inputs, resolve=resolve)
         if not check:
             engine.apply(p, on_done=_log_done)
         mesh.publish(p.desired, check=check)
@@ -213,6 +215,11 @@ def _reconcile(args: argparse.Namespace, *, check: bool, verb: str) -> int:
     result["actions"] = [a.to_json() for a in p.actions] + mesh.actions_json()
     if mesh.refusals:
         result["refused"] = mesh.refusals_json()
+    bmx7 = mesh.bmx7_json(p.desired)
+    if bmx7 is not None:
+        result["bmx7"] = bmx7
+    for line in mesh.describe_bmx7(p.desired):
+        log.warning("%s", line)
     if args.json:
         _print_json(result)
         return 0
@@ -231,6 +238,13 @@ def _reconcile(args: argparse.Namespace, *, check: bool, verb: str) -> int:
     return 0
 
 
+def _endpoint_resolver(cfg: Config) -> Callable[[str, int], str | None]:
+    """Every endpoint name looked up at once, waiting a bounded time for all of them."""
+    from bmx7_wg.net.resolve import resolve_now
+
+    return resolve_now({p.endpoint.host for i in cfg.interfaces for p in i.peers if p.endpoint is not None})
+
+
 def _log_done(action: Action) -> None:
     # Described only when shown (-v): 10,000 new peers would be 10,000 texts for nothing.
     if log.isEnabledFor(logging.INFO):
@@ -241,7 +255,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     from bmx7_wg import show
     from bmx7_wg.system import System
 
-    labels = _peer_labels(args)
+    labels, bmx7 = _peer_labels(args)
     with System() as system:
         observed = system.observe([args.interface] if args.interface else [], all_wireguard=True)
     if args.interface:
@@ -251,29 +265,37 @@ def cmd_show(args: argparse.Namespace) -> int:
 
         observed = ObservedState({args.interface: observed.interfaces[args.interface]})
     data = show.interfaces_json(observed, labels)
+    if bmx7 is not None and not bmx7.answering:
+        log.warning("%s; mesh peers stay as they are until it answers", bmx7.describe())
     if args.json:
-        _print_json({"interfaces": data})
+        result: dict[str, Any] = {"interfaces": data}
+        if bmx7 is not None:
+            result["bmx7"] = {"running": bmx7.answering, "socket": bmx7.socket}
+            if not bmx7.answering:
+                result["bmx7"]["reason"] = bmx7.reason
+        _print_json(result)
     elif data:
         print(show.render_text(data))
     return 0
 
 
-def _peer_labels(args: argparse.Namespace) -> dict[str, dict[str, str]]:
-    """Peer names from the configuration and the mesh, if they can be read; show works without."""
+def _peer_labels(args: argparse.Namespace) -> tuple[dict[str, dict[str, str]], Liveness | None]:
+    """Peer names from the configuration and the mesh, if they can be read (show works
+    without), and whether bmx7 answers (None: no mesh interface)."""
     from bmx7_wg.config import reader
 
     try:
         cfg = reader.load(args.config)
     except Bmx7WgError:
-        return {}
+        return {}, None
     labels: dict[str, dict[str, str]] = {}
     for iface in cfg.interfaces:
         labels[iface.name] = {p.public_key: (p.name or "") for p in iface.peers}
-    from bmx7_wg.mesh.session import mesh_labels
+    from bmx7_wg.mesh.session import bmx7_liveness, mesh_labels
 
     for name, peers in mesh_labels(cfg).items():
         labels.setdefault(name, {}).update(peers)
-    return labels
+    return labels, bmx7_liveness(cfg)
 
 
 def cmd_down(args: argparse.Namespace) -> int:

@@ -19,13 +19,15 @@ import os
 import re
 import socket
 import stat
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from bmx7_wg.errors import Bmx7WgError
 from bmx7_wg.mesh.announce import MAX_SIZE as ANNOUNCEMENT_MAX_SIZE
 from bmx7_wg.mesh.announce import sms_name_problem
 from bmx7_wg.mesh.escape import escape
+from bmx7_wg.mesh.liveness import Liveness, parse_uptime
 from bmx7_wg.mesh.nodeid import NODE_ID_RE, normalize_node_id
 
 SOCKET_NAME = "sock"
@@ -38,7 +40,11 @@ DEFAULT_TIMEOUT = 3.0
 
 
 class Bmx7Unavailable(Bmx7WgError):
-    """bmx7 (or the plugin needed) is not running: mesh peers are skipped, static ones stay."""
+    """bmx7 (or the plugin needed) is not running: mesh peers are held, static ones stay."""
+
+    def __init__(self, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason or message
 
 
 class Bmx7CommandError(Bmx7WgError):
@@ -50,6 +56,7 @@ class NodeInfo:
     node_id: str  # 56 upper-case hex
     name: str
     primary_ip: str
+    uptime: int | None = field(default=None, compare=False)  # seconds since bmx7 started
 
 
 @dataclass(frozen=True)
@@ -87,6 +94,7 @@ def parse_status(text: str) -> NodeInfo:
             node_id=normalize_node_id(str(status["nodeId"])),
             name=escape(str(status.get("name", ""))),
             primary_ip=str(status.get("primaryIp", "")),
+            uptime=parse_uptime(str(status.get("uptime", ""))),
         )
     except (ValueError, KeyError, TypeError) as exc:
         raise Bmx7CommandError(f"bmx7 status is not readable: {exc}") from None
@@ -243,10 +251,7 @@ class Bmx7Runtime:
         return os.path.join(self.runtime_dir, "sms", "rcvdSms")
 
     def _unavailable(self, detail: str) -> Bmx7Unavailable:
-        return Bmx7Unavailable(
-            f"bmx7 is not running (no answer on {self.socket_path}: {detail}); "
-            "mesh peers are skipped"
-        )
+        return Bmx7Unavailable(f"bmx7 is not running (no answer on {self.socket_path}: {detail})", detail)
 
     # -- control socket
 
@@ -296,16 +301,25 @@ class Bmx7Runtime:
             raise Bmx7Unavailable(f"{path} {exc}") from None
 
     def own_node(self) -> NodeInfo:
-        """This node's id, name and primary address: from the socket, else json/status."""
+        """This node's id, name, primary address and uptime, asked over the control socket.
+
+        Never from json/status: that file stays behind when bmx7 is killed and may be a
+        minute old while it runs; only an answer says bmx7 runs now."""
+        return parse_status(self.command("jshow=status"))
+
+    def liveness(self) -> Liveness:
+        """Whether bmx7 answers now, and since when it runs (see mesh/liveness.py)."""
         try:
-            return parse_status(self.command("jshow=status"))
-        except (Bmx7Unavailable, Bmx7CommandError) as live_error:
-            # json/status may be up to jsonUpdateInterval (60 s) old, but a node id
-            # never changes while bmx7 runs, so it is good enough as a fallback.
-            try:
-                return parse_status(self._json_file("status"))
-            except (Bmx7Unavailable, Bmx7CommandError):
-                raise live_error from None
+            node = self.own_node()
+        except Bmx7Unavailable as exc:
+            return Liveness(self.socket_path, False, reason=exc.reason)
+        except Bmx7CommandError as exc:
+            return Liveness(self.socket_path, False, reason=str(exc))
+        return self.liveness_of(node)
+
+    def liveness_of(self, node: NodeInfo) -> Liveness:
+        started = None if node.uptime is None else time.time() - node.uptime
+        return Liveness(self.socket_path, True, started, node.node_id)
 
     def parameters(self) -> tuple[Parameter, ...]:
         """Configured options: from the socket, else json/parameters."""

@@ -25,6 +25,8 @@ from bmx7_wg.mesh.bmx7 import (
     read_capped,
     read_trusted_nodes,
 )
+from bmx7_wg.mesh.grace import HoldEvent, MeshGrace
+from bmx7_wg.mesh.liveness import Liveness
 from bmx7_wg.mesh.nodeid import MESH_NETWORK, tunnel_address
 from bmx7_wg.mesh.view import TrustPolicy, mesh_peers
 from bmx7_wg.plan.state import DesiredState
@@ -64,6 +66,8 @@ class MeshSession:
     # bmx7's configured options, asked once per reconcile (trust and SMS registration both
     # need them; each ask is a control-socket round trip).
     parameters: tuple[Parameter, ...] | None = None
+    liveness: Liveness | None = None  # whether bmx7 answered (None: no mesh interface)
+    holds: list[HoldEvent] = field(default_factory=list)  # grace periods started or ended now
 
     @property
     def changed(self) -> bool:
@@ -118,13 +122,45 @@ class MeshSession:
     def describe_refusals(self) -> list[str]:
         return [r for _, r in self.refusals]
 
+    def kept_peers(self, desired: DesiredState) -> dict[str, list[str]]:
+        """Interface -> public keys of the mesh peers kept as they are because bmx7 does
+        not answer (the engine takes them from the device)."""
+        held = {name for name, m in self.inputs.items() if m.hold}
+        return {
+            d.name: sorted(k for k, p in d.peers.items() if p.source == "mesh")
+            for d in desired.interfaces
+            if d.name in held
+        }
+
+    def describe_bmx7(self, desired: DesiredState) -> list[str]:
+        """What a user must know when bmx7 does not answer: that, and what is kept."""
+        if self.liveness is None or self.liveness.answering:
+            return []
+        return [
+            f"{name}: {self.liveness.describe()}; its {len(keys)} mesh peer(s) and its mesh "
+            "address are kept as they are until bmx7 answers"
+            for name, keys in self.kept_peers(desired).items()
+        ]
+
+    def bmx7_json(self, desired: DesiredState) -> dict[str, Any] | None:
+        if self.liveness is None:
+            return None
+        out: dict[str, Any] = {"running": self.liveness.answering, "socket": self.liveness.socket}
+        if not self.liveness.answering:
+            out["reason"] = self.liveness.reason
+            out["kept_peers"] = self.kept_peers(desired)
+        return out
+
 
 def mesh_interface(config: Config) -> InterfaceConfig | None:
     return next((i for i in config.interfaces if i.mesh), None)
 
 
-def mesh_inputs(config: Config) -> MeshSession:
-    """Read the mesh: this node's id, the received announcements, the trust policy."""
+def mesh_inputs(config: Config, *, grace: MeshGrace | None = None) -> MeshSession:
+    """Read the mesh: this node's id, the received announcements, the trust policy.
+
+    With `grace` (the service), peers whose announcement vanished a moment ago are kept
+    (see grace.py); one-shot commands take the announcements as they are."""
     iface = mesh_interface(config)
     if iface is None or config.bmx7 is None:
         return MeshSession()
@@ -133,11 +169,16 @@ def mesh_inputs(config: Config) -> MeshSession:
     try:
         session.node = runtime.own_node()
     except Bmx7WgError as exc:
-        # Not fatal: static peers still get applied, and the mesh is picked up when
-        # bmx7 answers again. Existing mesh peers stay until bmx7 is back.
-        log.warning("%s: %s", iface.name, exc)
+        # Not fatal: static peers still get applied, the mesh peers and address the
+        # device has stay as they are (bmx7's files may be stale: a killed bmx7 leaves
+        # them behind), and the mesh is read again when bmx7 answers.
+        reason = exc.reason if isinstance(exc, Bmx7Unavailable) else str(exc)
+        session.liveness = Liveness(runtime.socket_path, False, reason=reason)
         session.inputs[iface.name] = MeshInputs(hold=True)
+        if grace is not None:
+            grace.hold(session.inputs)
         return session
+    session.liveness = runtime.liveness_of(session.node)
     own = session.node.node_id
     try:
         session.parameters = runtime.parameters()
@@ -175,6 +216,10 @@ def mesh_inputs(config: Config) -> MeshSession:
         address=f"{tunnel_address(own)}/128",
         routes=(MESH_NETWORK,),
     )
+    if grace is not None:
+        refused = frozenset(n for n, _ in session.refusals)
+        session.inputs = grace.hold(session.inputs, refused, policy.refusal)
+        session.holds = list(grace.events)
     return session
 
 
@@ -219,6 +264,13 @@ def mesh_labels(config: Config) -> dict[str, dict[str, str]]:
     except Bmx7WgError:
         return {}
     return {iface.name: labels}
+
+
+def bmx7_liveness(config: Config) -> Liveness | None:
+    """Whether the bmx7 of the mesh interface answers; None without a mesh interface."""
+    if mesh_interface(config) is None or config.bmx7 is None:
+        return None
+    return Bmx7Runtime(config.bmx7.runtime_dir).liveness()
 
 
 def withdraw_announcements(config_path: str, interfaces: Iterable[str]) -> None:

@@ -1,15 +1,15 @@
 """The attack surface: what a hostile mesh node (or a careless local file) can and cannot do.
 
 bmx7-wg runs in a namespace with a real WireGuard interface; bmx7 is played by its
-runtime directory alone (json/status, sms/rcvdSms, sms/sendSms, no control socket), so
-the hostile files are exactly what the test writes and nothing moves them. What a
+runtime directory (sms/rcvdSms, sms/sendSms) and the stand-in's control socket alone (no
+stand-in mesh delivers SMS), so the hostile files are exactly what the test writes and
+nothing moves them. What a
 received file says is authenticated by BMX7 only as far as its file name's node id.
 """
 
 from __future__ import annotations
 
 import base64
-import json
 import os
 import pwd
 import secrets
@@ -26,6 +26,7 @@ from bmx7_wg.keys import PrivateKey
 from bmx7_wg.mesh.announce import format_announcement
 from bmx7_wg.mesh.escape import escape
 from bmx7_wg.mesh.nodeid import tunnel_address
+from tests.bmx7sim.sim import SimNode
 from tests.conftest import bmx7_wg_command, child_env
 from tests.integration.netns import Host, Lab
 
@@ -39,16 +40,18 @@ def node_id() -> str:
 
 
 class FakeBmx7:
-    """bmx7's runtime directory as files only: this node's status and what it received."""
+    """bmx7's runtime directory and control socket (bmx7-wg believes bmx7 runs only if it
+    answers), without a mesh: what it received is what the test writes."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.own_id = node_id()
-        for sub in ("json/originators", "sms/sendSms", "sms/rcvdSms"):
-            (root / sub).mkdir(parents=True)
-        status = {"status": {"nodeId": self.own_id, "name": "self", "primaryIp": "fd70::1"}}
-        (root / "json" / "status").write_text(json.dumps(status))
+        self.sim = SimNode(str(root), "self", node_id=node_id())
+        self.sim.start()
+        self.own_id = self.sim.node_id
         self.rcvd = root / "sms" / "rcvdSms"
+
+    def stop(self) -> None:
+        self.sim.stop()
 
     def receive(self, sender: str, data: bytes) -> Path:
         path = self.rcvd / f"{sender}:wg-bmx7"
@@ -60,9 +63,11 @@ class FakeBmx7:
 def node(tmp_path: Path) -> Iterator[tuple[Host, FakeBmx7]]:
     lab = Lab(tmp_path, 1)
     lab.make_keys()
+    bmx7 = FakeBmx7(tmp_path / "bmx7")
     try:
-        yield lab.hosts[0], FakeBmx7(tmp_path / "bmx7")
+        yield lab.hosts[0], bmx7
     finally:
+        bmx7.stop()
         lab.close()
 
 

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from bmx7_wg.mesh.bmx7 import (
     parse_trust_file_name,
     read_trusted_nodes,
 )
+from bmx7_wg.mesh.liveness import Liveness
 from tests.bmx7sim import SimMesh, SimNode
 
 FIXTURES = Path(__file__).resolve().parents[1] / "bmx7sim" / "fixtures"
@@ -31,6 +33,7 @@ N2 = "89888EDF9B64A255C3AB1CD3CA9AA706C83DFBF9BDD04CCC70914889"
 def test_parse_status_fixture() -> None:
     info = parse_status((FIXTURES / "n1-json" / "status").read_text())
     assert info == NodeInfo(N1, "node1", "fd70:cad0:870e:71c:642:ebca:2975:9284")
+    assert info.uptime == 110  # "0:00:01:50": days, hours, minutes, seconds
     jshow = (FIXTURES / "n1-jshow.txt").read_text().splitlines()[1]
     assert parse_status(jshow) == info
 
@@ -157,8 +160,9 @@ def test_not_running_is_clear(tmp_path: Path) -> None:
     runtime = Bmx7Runtime(str(tmp_path), timeout=0.5)
     with pytest.raises(Bmx7Unavailable) as info:
         runtime.own_node()
-    assert str(info.value).startswith(f"bmx7 is not running (no answer on {tmp_path}/sock")
-    assert str(info.value).endswith("mesh peers are skipped")
+    assert str(info.value) == f"bmx7 is not running (no answer on {tmp_path}/sock: No such file or directory)"
+    seen = runtime.liveness()
+    assert not seen.answering and seen.reason == "No such file or directory"
 
 
 def test_stale_socket_is_not_running(tmp_path: Path) -> None:
@@ -169,10 +173,17 @@ def test_stale_socket_is_not_running(tmp_path: Path) -> None:
         Bmx7Runtime(str(tmp_path), timeout=0.5).command("parameters")
 
 
-def test_own_node_falls_back_to_json_status(tmp_path: Path) -> None:
+def test_stale_json_status_does_not_count_as_running(tmp_path: Path) -> None:
+    # A killed bmx7 leaves json/status (and its socket file) behind: only an answer counts.
     (tmp_path / "json").mkdir()
     (tmp_path / "json" / "status").write_bytes((FIXTURES / "n1-json" / "status").read_bytes())
-    assert Bmx7Runtime(str(tmp_path), timeout=0.5).own_node().node_id == N1
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(str(tmp_path / "sock"))
+    stale.close()
+    runtime = Bmx7Runtime(str(tmp_path), timeout=0.5)
+    with pytest.raises(Bmx7Unavailable, match="Connection refused"):
+        runtime.own_node()
+    assert runtime.liveness() == Liveness(str(tmp_path / "sock"), False, reason="Connection refused")
 
 
 def test_hung_daemon_times_out(tmp_path: Path) -> None:
@@ -201,6 +212,9 @@ def sim(tmp_path: Path) -> Iterator[SimNode]:
 def test_socket_commands_against_stand_in(sim: SimNode) -> None:
     runtime = Bmx7Runtime(sim.runtime_dir)
     assert runtime.own_node() == NodeInfo(sim.node_id, "node1", sim.primary_ip)
+    seen = runtime.liveness()
+    assert seen.answering and seen.node_id == sim.node_id
+    assert seen.started is not None and abs(seen.started - time.time()) < 3  # it just started
     assert sim.commands[-1] == "jshow=status  #"  # exactly what `bmx7 -c jshow=status` sends
     assert runtime.node_names() == {sim.node_id: "node1"}
     assert runtime.trusted_nodes_dir_of(runtime.parameters()) == sim.trusted_nodes_dir

@@ -62,13 +62,15 @@ def peer_count(ifname: str) -> int:
 
 def start_run(ns: Namespace, python: str, config: Path, log: Path) -> subprocess.Popen[bytes]:
     # `ip netns exec` execs the command: the PID is bmx7-wg's own.
+    # The service's state files go next to its log, not into the machine's /run/bmx7-wg.
+    env = dict(_env(), BMX7_WG_RUN_DIR=str(log.parent / "state"))
     with open(log, "wb") as out:
         return subprocess.Popen(
             ns.cmd(python, "-m", "bmx7_wg", "-c", str(config), "run"),
             stdout=out,
             stderr=out,
             stdin=subprocess.DEVNULL,
-            env=_env(),
+            env=env,
         )
 
 

@@ -1,9 +1,16 @@
 """The service (`bmx7-wg run`): reconcile at start, then whenever something changes.
 
-Wakes on: the configuration file (inotify on its directory), SIGHUP, bmx7's received
-announcements and trusted-nodes directory (inotify), rtnetlink events on the managed
-interfaces, and a periodic full reconcile as a safety net. Between events it sleeps in
-poll(). Stopping leaves the tunnels as they are; `bmx7-wg down` tears them down.
+Wakes on: the configuration file written and closed or renamed into place (inotify on its
+directory), SIGHUP, bmx7's received announcements, trusted-nodes directory and control
+socket (inotify), rtnetlink events on the managed interfaces, endpoint names that
+resolved to a new address, a look at bmx7's control socket every few seconds, and a
+periodic full reconcile as a safety net. Between events it sleeps in poll(); every timer
+is its own (service/schedule.py), so a pending grace period or retry never delays an
+event. Stopping leaves the tunnels as they are; `bmx7-wg down` tears them down.
+
+A configuration file that is missing or empty (as while it is being rewritten) never
+takes tunnels down: the configuration in force stays, with a warning, until a valid file
+appears. A file that does not validate is rejected the same way.
 """
 
 from __future__ import annotations
@@ -13,38 +20,56 @@ import os
 import select
 import signal
 import time
-from dataclasses import dataclass, field
 
 from bmx7_wg.config import reader as config_reader
-from bmx7_wg.config.model import Config
+from bmx7_wg.config.model import DEFAULT_GRACE, Config
 from bmx7_wg.engine import Engine
 from bmx7_wg.errors import Bmx7WgError, ConfigError
 from bmx7_wg.keys import PrivateKey
+from bmx7_wg.mesh import liveness
+from bmx7_wg.mesh.bmx7 import SOCKET_NAME, Bmx7Runtime
 from bmx7_wg.mesh.grace import MeshGrace
-from bmx7_wg.mesh.session import MeshSession, mesh_inputs, watch_directories
-from bmx7_wg.plan.state import ObservedState
+from bmx7_wg.mesh.session import MeshSession, mesh_inputs, mesh_interface, watch_directories
+from bmx7_wg.net.resolve import Resolver
+from bmx7_wg.plan.state import DesiredState, ObservedState, Peer
 from bmx7_wg.service import events
 from bmx7_wg.service.notify import Notifier
-from bmx7_wg.service.watch import IN_Q_OVERFLOW, Inotify, LinkEvents
+from bmx7_wg.service.schedule import Schedule
+from bmx7_wg.service.state import MeshMemory
+from bmx7_wg.service.watch import (
+    IN_CLOSE_WRITE,
+    IN_CREATE,
+    IN_DELETE,
+    IN_MOVED_FROM,
+    IN_MOVED_TO,
+    IN_Q_OVERFLOW,
+    Inotify,
+    LinkEvents,
+)
 from bmx7_wg.system import System
 
 log = logging.getLogger(__name__)
 
 PERIODIC_RECONCILE = 60.0  # seconds: the safety net for changes no event reports
-DEBOUNCE = 0.01  # seconds: let a burst of file events settle before reconciling
+DEBOUNCE = 0.01  # seconds: let a burst of events settle before acting on it
 RETRY_AFTER = 5.0  # seconds: after a failed apply
 RECENT_HANDSHAKE = 180.0  # seconds: WireGuard re-keys every 2 minutes while traffic flows
+# A killed bmx7 leaves no event behind: its control socket is asked this often, with a
+# short timeout (the loop waits for the answer).
+PROBE_INTERVAL = 5.0
+PROBE_TIMEOUT = 1.0
+START_RESOLVE_WAIT = 1.0  # seconds the first reconcile waits for endpoint names, at most
+SAVE_EVERY = 30.0  # seconds: the mesh state file is rewritten at least this often
 
-
-@dataclass
-class _Wakeups:
-    reasons: list[str] = field(default_factory=list)
-    reload: bool = False
-    stop: bool = False
-
-    def add(self, reason: str) -> None:
-        if reason not in self.reasons:
-            self.reasons.append(reason)
+# Timers (schedule keys). All but the first three mean "reconcile".
+WATCHDOG, RELOAD, PROBE = "watchdog", "reload", "probe"
+EVENTS, GRACE, RETRY, PERIODIC = "events", "grace", "retry", "periodic"
+_NOT_RECONCILE = (WATCHDOG, RELOAD, PROBE)
+_PROBE_REASONS = {
+    "down": "bmx7 stopped answering",
+    "back": "bmx7 answers again",
+    "restarted": "bmx7 restarted",
+}
 
 
 class Service:
@@ -61,17 +86,24 @@ class Service:
         self.notifier = Notifier()
         self.inotify = Inotify()
         self.link_events = LinkEvents()
+        self.schedule = Schedule()
         self.managed_ifindexes: set[int] = set()
         self.observed = ObservedState({})
         self.refusals_logged: set[tuple[str, str]] = set()
         self.stale_logged: set[tuple[str, str]] = set()
-        self.pending = _Wakeups()
-        self.due: float | None = None  # when to reconcile next (monotonic)
         self.failed = False
         self.trust_dir: str | None = None
-        # bmx7 wipes rcvdSms/ when it restarts: keep vanished mesh peers a few seconds.
-        self.grace = MeshGrace()
+        # bmx7 wipes rcvdSms/ when it restarts: keep vanished mesh peers a while.
+        self.grace = MeshGrace(_grace_of(config))
+        self.bmx7 = liveness.Bmx7Watch()
+        self.memory = MeshMemory()
+        self._saved: tuple[dict[str, Peer], float] | None = None  # what the state file holds, and when
+        self.config_problem: str | None = None  # why the file on disk is not in force
+        self._stop = self._sighup = False
         self._signal_r, self._signal_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        # Endpoint names are looked up on threads; an answer that changes wakes the loop.
+        self._resolved_r, self._resolved_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.resolver = Resolver(on_change=self._on_resolved)
 
     # -- the loop ------------------------------------------------------------------
 
@@ -80,99 +112,137 @@ class Service:
         for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
         self._watch()
+        self._restore_mesh_memory()
+        self.resolver.request(self._endpoint_hosts())
+        self.resolver.wait(START_RESOLVE_WAIT)
         self.reconcile(["service start"])
         events.emit(logging.INFO, f"bmx7-wg started: {self.status_line()}", events.SERVICE_STARTED)
         self.notifier.ready(self.status_line())
-        next_periodic = time.monotonic() + self.interval
-        next_watchdog = time.monotonic()
+        if self.notifier.watchdog_interval:
+            self.schedule.at(WATCHDOG, time.monotonic(), "watchdog")
+        self._arm_probe()
         poller = select.poll()
-        for fd in (self._signal_r, self.inotify.fd, self.link_events.fd):
+        for fd in (self._signal_r, self.inotify.fd, self.link_events.fd, self._resolved_r):
             poller.register(fd, select.POLLIN)
         while True:
-            now = time.monotonic()
-            if self.notifier.watchdog_interval and now >= next_watchdog:
-                self.notifier.watchdog()
-                next_watchdog = now + self.notifier.watchdog_interval
-            grace_end = self.grace.next_deadline()
-            if grace_end is not None and (self.due is None or grace_end < self.due):
-                self.pending.add("mesh grace period ended")
-                self.due = grace_end
-            deadlines = [next_periodic]
-            if self.due is not None:
-                deadlines.append(self.due)
-            if self.notifier.watchdog_interval:
-                deadlines.append(next_watchdog)
-            timeout_ms = max(0, int((min(deadlines) - now) * 1000) + 1)
-            for fd, _ in poller.poll(timeout_ms):
+            for fd, _ in poller.poll(self.schedule.timeout_ms()):
                 if fd == self._signal_r:
-                    self._drain_signals()
+                    _drain(self._signal_r)
                 elif fd == self.inotify.fd:
                     self._on_file_events()
                 elif fd == self.link_events.fd:
                     self._on_link_events()
-            if self.pending.stop:
+                elif fd == self._resolved_r:
+                    _drain(self._resolved_r)
+                    self.schedule.soon(EVENTS, DEBOUNCE, "an endpoint name resolved to a new address")
+            if self._stop:
                 break
-            now = time.monotonic()
-            if self.pending.reload:
-                self.pending.reload = False
-                self.reload()
-            if now >= next_periodic:
-                self.pending.add("periodic check")
-                self.due = now
-                next_periodic = now + self.interval
-            if self.due is not None and now >= self.due:
-                reasons, self.pending.reasons = self.pending.reasons, []
-                self.due = None
-                self.reconcile(reasons or ["periodic check"])
+            if self._sighup:
+                self._sighup = False
+                self.schedule.soon(RELOAD, 0, "SIGHUP")
+            self._run_due()
+        self._save_mesh_memory(force=True)
         self.notifier.stopping()
         log.info("bmx7-wg stopping; tunnels stay up (bmx7-wg down removes them)")
         return 0
 
+    def _run_due(self) -> None:
+        due = self.schedule.due()
+        if WATCHDOG in due and self.notifier.watchdog_interval:
+            self.notifier.watchdog()
+            self.schedule.at(WATCHDOG, time.monotonic() + self.notifier.watchdog_interval, "watchdog")
+        reasons = [r for key, rs in due.items() if key not in _NOT_RECONCILE for r in rs]
+        if PROBE in due:
+            reason = self._probe()
+            if reason:
+                reasons.append(reason)
+            self._arm_probe()
+        if RELOAD in due:
+            self.notifier.reloading()
+            if self.reload():
+                reasons.insert(0, "configuration changed")
+            if reasons:
+                self.reconcile(reasons)
+            self.notifier.send("READY=1", f"STATUS={self.status_line()}")
+        elif reasons:
+            self.reconcile(reasons)
+
     def _on_signal(self, signum: int, frame: object) -> None:
         if signum == signal.SIGHUP:
-            self.pending.reload = True
+            self._sighup = True
         else:
-            self.pending.stop = True
+            self._stop = True
 
-    def _drain_signals(self) -> None:
+    def _on_resolved(self) -> None:
+        # Called on a resolver thread: only wake the loop.
         try:
-            while os.read(self._signal_r, 64):
-                pass
+            os.write(self._resolved_w, b"r")
         except BlockingIOError:
-            pass
-
-    def _schedule(self, reason: str) -> None:
-        self.pending.add(reason)
-        if self.due is None:
-            self.due = time.monotonic() + DEBOUNCE
+            pass  # the loop has not read the last wake-up yet: one is enough
 
     def _on_file_events(self) -> None:
         config_dir, config_name = os.path.split(self.config_path)
         mesh_dirs = set(watch_directories(self.config, self.trust_dir))
+        bmx7_dir = self._bmx7_dir()
         for ev in self.inotify.read():
             if ev.mask & IN_Q_OVERFLOW:
-                self._schedule("file events overflowed")
+                self.schedule.soon(EVENTS, DEBOUNCE, "file events overflowed")
+                self.schedule.soon(RELOAD, DEBOUNCE, "file events overflowed")
             elif ev.directory == config_dir and ev.name == config_name:
-                self.pending.reload = True
+                # Only a complete file: written and closed, or renamed into place. Its
+                # creation, truncation or removal says nothing about its new content.
+                if ev.mask & (IN_CLOSE_WRITE | IN_MOVED_TO):
+                    self.schedule.soon(RELOAD, DEBOUNCE, "configuration file written")
+                elif ev.mask & (IN_DELETE | IN_MOVED_FROM):
+                    self._config_unusable("is missing")
             elif ev.directory in mesh_dirs:
-                self._schedule("mesh announcements or trust changed")
-        if not self.inotify.watched() >= {config_dir, *mesh_dirs}:
+                self.schedule.soon(EVENTS, DEBOUNCE, "mesh announcements or trust changed")
+            elif ev.directory == bmx7_dir and ev.name == SOCKET_NAME and ev.mask & (IN_CREATE | IN_MOVED_TO):
+                # bmx7 makes its control socket when it starts: a restart, perhaps unseen.
+                self.schedule.soon(EVENTS, DEBOUNCE, "bmx7 created its control socket")
+        watched = {config_dir, *mesh_dirs, *([bmx7_dir] if bmx7_dir else [])}
+        if not self.inotify.watched() >= watched:
             self._watch()
 
     def _on_link_events(self) -> None:
         touched, overflow = self.link_events.read()
         if overflow or touched & self.managed_ifindexes:
-            self._schedule("a managed interface changed outside bmx7-wg")
+            self.schedule.soon(EVENTS, DEBOUNCE, "a managed interface changed outside bmx7-wg")
 
     def _watch(self) -> None:
         self.inotify.watch(os.path.dirname(self.config_path))
         for directory in watch_directories(self.config, self.trust_dir):
             self.inotify.watch(directory)
+        bmx7_dir = self._bmx7_dir()
+        if bmx7_dir:
+            self.inotify.watch(bmx7_dir)
+
+    def _bmx7_dir(self) -> str | None:
+        if self.config.bmx7 is None or mesh_interface(self.config) is None:
+            return None
+        return self.config.bmx7.runtime_dir
+
+    def _arm_probe(self) -> None:
+        when = time.monotonic() + PROBE_INTERVAL if self._bmx7_dir() else None
+        self.schedule.at(PROBE, when, "look at bmx7")
+
+    def _probe(self) -> str | None:
+        """A quick look at bmx7's control socket; the reason to reconcile if it changed."""
+        runtime_dir = self._bmx7_dir()
+        if runtime_dir is None:
+            return None
+        seen = Bmx7Runtime(runtime_dir, timeout=PROBE_TIMEOUT).liveness()
+        change = liveness.compare(self.bmx7.last, seen)
+        return _PROBE_REASONS[change] if change else None
 
     # -- the work ------------------------------------------------------------------
 
-    def reload(self) -> None:
-        self.notifier.reloading()
+    def reload(self) -> bool:
+        """Read the configuration file again; True if a new configuration is in force."""
+        problem = _incomplete(self.config_path)
+        if problem:
+            self._config_unusable(problem)
+            return False
         try:
             new = config_reader.load(self.config_path)
         except ConfigError as exc:
@@ -183,32 +253,65 @@ class Service:
                 events.CONFIG_REJECTED,
                 config=self.config_path,
             )
-            self.notifier.status(self.status_line() + " (configuration rejected: see the journal)")
-            self.notifier.send("READY=1")
+            self.config_problem = "was rejected (see the journal)"
+            return False
+        self.config_problem = None
+        if new == self.config:
+            return False
+        for iface in new.interfaces:
+            if iface.key == "session" and iface.name not in self.engine.session_keys:
+                self.engine.session_keys[iface.name] = PrivateKey.generate()
+        self.config = new
+        self.grace.grace = _grace_of(new)
+        log.info("configuration %s reloaded", self.config_path)
+        self._watch()
+        self._arm_probe()
+        return True
+
+    def _config_unusable(self, problem: str) -> None:
+        """The file is missing or empty (perhaps being rewritten): keep what is in force."""
+        if problem == self.config_problem:
             return
-        if new != self.config:
-            for iface in new.interfaces:
-                if iface.key == "session" and iface.name not in self.engine.session_keys:
-                    self.engine.session_keys[iface.name] = PrivateKey.generate()
-            self.config = new
-            log.info("configuration %s reloaded", self.config_path)
-            self._watch()
-            self.reconcile(["configuration changed"])
-        self.notifier.send("READY=1", f"STATUS={self.status_line()}")
+        self.config_problem = problem
+        events.emit(
+            logging.WARNING,
+            f"configuration file {self.config_path} {problem}: the configuration in force stays "
+            "until a valid file appears",
+            events.CONFIG_REJECTED,
+            config=self.config_path,
+        )
+        self.notifier.status(self.status_line())
 
     def reconcile(self, reasons: list[str]) -> None:
         why = "; ".join(reasons)
         mesh: MeshSession | None = None
+        desired: DesiredState | None = None
+        # Lookups run on threads; the plan takes the answers there are.
+        self.resolver.request(self._endpoint_hosts())
         try:
-            mesh = mesh_inputs(self.config)
-            mesh.inputs = self.grace.hold(mesh.inputs, frozenset(n for n, _ in mesh.refusals))
-            plan = self.engine.make_plan(self.config, create_keys=True, mesh=mesh.inputs)
+            mesh = mesh_inputs(self.config, grace=self.grace)
+            bmx7_change = self.bmx7.update(mesh.liveness) if mesh.liveness else None
+            if bmx7_change in ("back", "restarted"):
+                self._log_bmx7_back(mesh, bmx7_change == "restarted")
+            plan = self.engine.make_plan(
+                self.config, create_keys=True, mesh=mesh.inputs, resolve=self.resolver
+            )
+            desired = plan.desired
+            if bmx7_change == "down":
+                self._log_bmx7_down(mesh, desired)
             self.engine.apply(plan, on_done=lambda a: events.action_done(a, why=why))
             mesh.publish(plan.desired, check=False)
-            for line in mesh.describe():
-                log.info("%s (%s)", line, why)
+            for change in mesh.changes:
+                events.emit(
+                    logging.INFO,
+                    f"{change.describe()} ({why})",
+                    events.CHANGE_APPLIED,
+                    interface=change.interface,
+                    action=change.kind,
+                )
             self.observed = self.system.observe([]) if plan.actions else plan.observed
             self.failed = False
+            self.schedule.cancel(RETRY)
         except Bmx7WgError as exc:
             events.emit(
                 logging.ERROR,
@@ -216,20 +319,108 @@ class Service:
                 events.APPLY_FAILED,
             )
             self.failed = True
-            self.pending.add("retry after a failed apply")
-            self.due = time.monotonic() + RETRY_AFTER
+            self.schedule.at(RETRY, time.monotonic() + RETRY_AFTER, "retry after a failed apply")
             try:
                 self.observed = self.system.observe([])
             except Bmx7WgError:
                 pass
         if mesh is not None:
             self._log_refusals(mesh)
+            self._log_holds(mesh)
             if mesh.trust_dir != self.trust_dir:
                 self.trust_dir = mesh.trust_dir
                 self._watch()
+            if desired is not None and mesh.liveness is not None and mesh.liveness.answering:
+                self._save_mesh_memory()
         self.managed_ifindexes = {i.ifindex for i in self.observed.interfaces.values() if i.managed}
         self._log_stale_handshakes()
+        now = time.monotonic()
+        self.schedule.at(GRACE, self.grace.next_deadline(), "mesh grace period ended")
+        self.schedule.at(PERIODIC, now + self.interval, "periodic check")
         self.notifier.status(self.status_line())
+
+    def _endpoint_hosts(self) -> set[str]:
+        return {p.endpoint.host for i in self.config.interfaces for p in i.peers if p.endpoint is not None}
+
+    def _log_bmx7_down(self, mesh: MeshSession, desired: DesiredState) -> None:
+        assert mesh.liveness is not None
+        for name, keys in mesh.kept_peers(desired).items():
+            events.emit(
+                logging.WARNING,
+                f"{name}: {mesh.liveness.describe()}; its {len(keys)} mesh peer(s) and its mesh "
+                "address are kept as they are until bmx7 answers",
+                events.BMX7_UNAVAILABLE,
+                interface=name,
+                socket=mesh.liveness.socket,
+                kept=len(keys),
+            )
+
+    def _log_bmx7_back(self, mesh: MeshSession, restarted: bool) -> None:
+        assert mesh.liveness is not None and mesh.interface is not None
+        what = "bmx7 restarted" if restarted else "bmx7 answers again"
+        events.emit(
+            logging.INFO,
+            f"{mesh.interface.name}: {what} on {mesh.liveness.socket}; its SMS registration is checked "
+            "and vanished announcements are held for the grace period",
+            events.BMX7_AVAILABLE,
+            interface=mesh.interface.name,
+            socket=mesh.liveness.socket,
+            restarted="yes" if restarted else "no",
+        )
+
+    def _log_holds(self, mesh: MeshSession) -> None:
+        now = time.monotonic()
+        for ev in mesh.holds:
+            who = ev.node_id[:8] + (f" ({ev.peer.name})" if ev.peer.name else "")
+            if ev.kind == "held":
+                left = max(0.0, ev.until - now)
+                text = (
+                    f"{ev.interface}: the announcement of mesh node {who} vanished; its peer stays "
+                    f"{left:.0f} s more (grace) unless it comes back"
+                )
+            else:
+                text = f"{ev.interface}: the announcement of mesh node {who} is back; its peer stayed"
+            events.emit(
+                logging.INFO,
+                text,
+                events.PEER_HELD,
+                interface=ev.interface,
+                node_id=ev.node_id,
+                peer=ev.peer.public_key,
+                hold="started" if ev.kind == "held" else "ended",
+                grace=f"{self.grace.grace:g}",
+            )
+
+    def _restore_mesh_memory(self) -> None:
+        """Hold the peers a previous service saw, if the device still has them."""
+        iface = mesh_interface(self.config)
+        if iface is None or not self.grace.grace:
+            return
+        remembered = self.memory.load(iface.name)
+        if not remembered:
+            return
+        try:
+            observed = self.system.observe([iface.name]).interfaces.get(iface.name)
+        except Bmx7WgError:
+            return
+        device = observed.device if observed is not None else None
+        if device is None:
+            return
+        kept = {n: r for n, r in remembered.items() if r.peer.public_key in device.peers}
+        self.grace.restore(iface.name, kept)
+        path = self.memory.path(iface.name)
+        log.info("%s: %d mesh peer(s) remembered from %s", iface.name, len(kept), path)
+
+    def _save_mesh_memory(self, *, force: bool = False) -> None:
+        iface = mesh_interface(self.config)
+        if iface is None or not self.grace.knows(iface.name):
+            return  # never read: an empty file would only erase what a previous service saw
+        snapshot = self.grace.snapshot(iface.name)
+        peers = {n: r.peer for n, r in snapshot.items()}
+        now = time.monotonic()
+        if force or self._saved is None or self._saved[0] != peers or now - self._saved[1] >= SAVE_EVERY:
+            self.memory.save(iface.name, snapshot)
+            self._saved = (peers, now)
 
     def _log_refusals(self, mesh: MeshSession) -> None:
         current = set(mesh.refusals)
@@ -277,12 +468,49 @@ class Service:
                 if s.last_handshake and now - s.last_handshake <= RECENT_HANDSHAKE
             )
         text = f"{len(managed)} interface(s), {peers} peer(s), {recent} with a recent handshake"
+        if self.config_problem:
+            text += f" - the configuration file {self.config_problem}: the previous one stays in force"
         return text + (" - last apply failed" if self.failed else "")
 
     def close(self) -> None:
         self.system.close()
         self.inotify.close()
         self.link_events.close()
+        for fd in (self._signal_r, self._signal_w, self._resolved_r, self._resolved_w):
+            os.close(fd)
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 64):
+            pass
+    except BlockingIOError:
+        pass
+
+
+def _grace_of(config: Config) -> float:
+    return float(config.bmx7.grace if config.bmx7 is not None else DEFAULT_GRACE)
+
+
+def _incomplete(path: str) -> str | None:
+    """Why the file cannot be a configuration yet ("is missing", "is empty"), or None.
+
+    A file being rewritten (`rm f; ... > f`) is missing or empty for a moment; applied,
+    it would remove every interface. A file that declares nothing with words (comments
+    only, say) is a configuration like any other."""
+    try:
+        size = os.stat(path).st_size
+        if size == 0:
+            return "is empty"
+        if size <= 4096:
+            with open(path, "rb") as fh:
+                if not fh.read().strip():
+                    return "is empty"
+    except FileNotFoundError:
+        return "is missing"
+    except OSError:
+        return None  # the reader says what is wrong
+    return None
 
 
 def run(config_path: str, *, interval: float = PERIODIC_RECONCILE) -> int:

@@ -45,8 +45,10 @@ class RunningService:
     def __init__(self, host: Host, log: Path) -> None:
         self.log = log
         cmd = ["ip", "netns", "exec", host.ns, *bmx7_wg_command(), "-v", "-c", str(host.config_path), "run"]
+        # The service's state files go next to its log, not into the machine's /run/bmx7-wg.
+        env = dict(child_env(), BMX7_WG_RUN_DIR=str(log.parent / "state"))
         with open(log, "w") as out:
-            self.proc = subprocess.Popen(cmd, env=child_env(), stdout=out, stderr=out, cwd=REPO)
+            self.proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=out, cwd=REPO)
 
     def rss_kib(self) -> int:
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
@@ -115,6 +117,7 @@ def mesh_host(lab1: Lab, tmp_path: Path) -> Iterator[MeshHost]:
     host.write_config(f"""[bmx7]
 runtime_dir = "{bmx7.runtime_dir}"
 trust = "all"
+grace = 10
 
 [interface.{host.ifname}]
 mesh = true

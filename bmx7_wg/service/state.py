@@ -1,0 +1,145 @@
+"""The service's memory across its own restarts: the last mesh view, in a state file.
+
+One file per mesh interface, `<run dir>/mesh-<interface>.json` (run dir `/run/bmx7-wg`,
+root only, mode 0700; a tmpfs, so it is gone after a reboot; `BMX7_WG_RUN_DIR` moves it
+for tests). It holds each mesh peer as last seen: node id, public key, endpoint (the
+node's fd70 address and announced port), allowed IPs (its /128 and accepted networks),
+name, and when it was last seen.
+
+It is used for one thing only: a restarted service holds a peer whose announcement is
+missing at that moment (bmx7 may be rewriting or refilling its files) for what is left of
+its grace period, instead of removing it and adding it back. It never decides trust: the
+service restores only peers the device still has, and the trust policy in force drops a
+held peer at once (see mesh/grace.py). A file that cannot be read or does not parse is
+ignored with a warning.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import stat
+from collections.abc import Mapping
+from typing import Any
+
+from bmx7_wg.config.fastip import canonical_network
+from bmx7_wg.keys import decode_key
+from bmx7_wg.mesh.grace import Remembered
+from bmx7_wg.mesh.nodeid import NODE_ID_RE
+from bmx7_wg.plan.state import Peer
+
+log = logging.getLogger(__name__)
+
+RUN_DIR = "/run/bmx7-wg"
+FORMAT = 1
+MAX_SIZE = 16 * 1024 * 1024  # far above 10,000 peers; a larger file is not ours
+
+
+def run_dir() -> str:
+    return os.environ.get("BMX7_WG_RUN_DIR") or RUN_DIR
+
+
+class MeshMemory:
+    def __init__(self, directory: str | None = None) -> None:
+        self.directory = directory or run_dir()
+
+    def path(self, interface: str) -> str:
+        return os.path.join(self.directory, f"mesh-{interface}.json")
+
+    def load(self, interface: str) -> dict[str, Remembered]:
+        path = self.path(interface)
+        try:
+            with open(path, "rb") as fh:
+                data = fh.read(MAX_SIZE + 1)
+        except FileNotFoundError:
+            return {}
+        except OSError as exc:
+            log.warning("cannot read the mesh state file %s (%s); starting without it", path, exc.strerror)
+            return {}
+        try:
+            if len(data) > MAX_SIZE:
+                raise ValueError("too large")
+            return parse(json.loads(data), interface)
+        except (ValueError, TypeError, KeyError) as exc:
+            log.warning("ignoring the mesh state file %s: %s", path, exc)
+            return {}
+
+    def save(self, interface: str, remembered: Mapping[str, Remembered]) -> None:
+        path = self.path(interface)
+        try:
+            os.makedirs(self.directory, mode=0o700, exist_ok=True)
+            # systemd's RuntimeDirectory= makes it with one mode for all its directories.
+            if stat.S_IMODE(os.stat(self.directory).st_mode) != 0o700:
+                os.chmod(self.directory, 0o700)
+            tmp = f"{path}.{os.getpid()}.tmp"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            try:
+                with os.fdopen(fd, "w") as fh:
+                    json.dump(format_state(interface, remembered), fh, separators=(",", ":"))
+                os.replace(tmp, path)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
+        except OSError as exc:
+            # Only the memory across a restart is lost: nothing else depends on it.
+            log.warning("cannot write the mesh state file %s (%s)", path, exc.strerror or exc)
+
+
+def format_state(interface: str, remembered: Mapping[str, Remembered]) -> dict[str, Any]:
+    return {
+        "format": FORMAT,
+        "interface": interface,
+        "peers": [
+            {
+                "node_id": node_id,
+                "public_key": r.peer.public_key,
+                "endpoint": r.peer.endpoint,
+                "allowed_ips": sorted(r.peer.allowed_ips),
+                "persistent_keepalive": r.peer.persistent_keepalive,
+                "name": r.peer.name,
+                "last_seen": round(r.last_seen, 3),
+            }
+            for node_id, r in sorted(remembered.items())
+        ],
+    }
+
+
+def parse(obj: Any, interface: str) -> dict[str, Remembered]:
+    """The peers of a state file; ValueError (or TypeError, KeyError) if it is not one."""
+    if obj.get("format") != FORMAT or obj.get("interface") != interface:
+        raise ValueError(f"not a format-{FORMAT} state file of {interface}")
+    out: dict[str, Remembered] = {}
+    for entry in obj["peers"]:
+        node_id = entry["node_id"]
+        if not isinstance(node_id, str) or not NODE_ID_RE.match(node_id) or node_id != node_id.upper():
+            raise ValueError(f"bad node id {node_id!r}")
+        decode_key(entry["public_key"])
+        endpoint = entry["endpoint"]
+        if endpoint is not None and not isinstance(endpoint, str):
+            raise ValueError(f"bad endpoint {endpoint!r}")
+        ips = entry["allowed_ips"]
+        if not all(isinstance(ip, str) and canonical_network(ip) is not None for ip in ips):
+            raise ValueError(f"bad allowed IPs {ips!r}")
+        keepalive = entry["persistent_keepalive"]
+        last_seen = entry["last_seen"]
+        name = entry["name"]
+        if (
+            not isinstance(keepalive, int)
+            or not isinstance(last_seen, int | float)
+            or not (name is None or isinstance(name, str))
+        ):
+            raise ValueError(f"bad entry for {node_id}")
+        peer = Peer(
+            public_key=entry["public_key"],
+            allowed_ips=frozenset(ips),
+            endpoint=endpoint,
+            persistent_keepalive=keepalive,
+            name=name,
+            source="mesh",
+            node_id=node_id,
+        )
+        out[node_id] = Remembered(peer, float(last_seen))
+    return out

@@ -1,0 +1,77 @@
+"""The service's mesh state file (service/state.py): round trip, modes, refusal of bad files."""
+
+from __future__ import annotations
+
+import json
+import stat
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bmx7_wg.mesh.grace import Remembered
+from bmx7_wg.plan.state import Peer
+from bmx7_wg.service.state import MeshMemory
+
+B = "B" * 56
+KEY = "YWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWE="
+
+
+def remembered() -> dict[str, Remembered]:
+    peer = Peer(
+        public_key=KEY,
+        allowed_ips=frozenset({"fd77:bbbb:bbbb:bbbb:bbbb:bbbb:bbbb:bbbb/128", "10.9.0.0/24"}),
+        endpoint="[fd70:bbbb:bbbb:bbbb:bbbb:bbbb:bbbb:bbbb]:40456",
+        name="node2",
+        source="mesh",
+        node_id=B,
+    )
+    return {B: Remembered(peer, 1_700_000_000.5)}
+
+
+def test_round_trip_and_modes(tmp_path: Path) -> None:
+    memory = MeshMemory(str(tmp_path / "run"))
+    memory.save("wm0", remembered())
+    assert stat.S_IMODE((tmp_path / "run").stat().st_mode) == 0o700
+    path = Path(memory.path("wm0"))
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    loaded = memory.load("wm0")
+    assert loaded == remembered()
+    assert loaded[B].peer.node_id == B and loaded[B].peer.source == "mesh" and loaded[B].peer.name == "node2"
+    assert memory.load("other") == {}  # no file: nothing remembered
+    # systemd makes /run/bmx7-wg 0755 (one RuntimeDirectoryMode= for all): made 0700.
+    (tmp_path / "run").chmod(0o755)
+    memory.save("wm0", remembered())
+    assert stat.S_IMODE((tmp_path / "run").stat().st_mode) == 0o700
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda d: d.update(format=2),
+        lambda d: d.update(interface="wm1"),
+        lambda d: d["peers"][0].update(node_id="../x"),
+        lambda d: d["peers"][0].update(public_key="not a key"),
+        lambda d: d["peers"][0].update(allowed_ips=["10.9.0.1/24"]),
+        lambda d: d["peers"][0].update(last_seen="yesterday"),
+        lambda d: d["peers"][0].pop("endpoint"),
+    ],
+)
+def test_a_bad_file_is_ignored_with_a_warning(
+    tmp_path: Path, change: Callable[[dict[str, Any]], object], caplog: pytest.LogCaptureFixture
+) -> None:
+    memory = MeshMemory(str(tmp_path))
+    memory.save("wm0", remembered())
+    path = Path(memory.path("wm0"))
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+    assert memory.load("wm0") == {}
+    assert "ignoring the mesh state file" in caplog.text
+
+
+def test_garbage_is_ignored(tmp_path: Path) -> None:
+    memory = MeshMemory(str(tmp_path))
+    Path(memory.path("wm0")).write_bytes(b"\x00\xff{")
+    assert memory.load("wm0") == {}

@@ -46,11 +46,12 @@ test-pypi: test-setup
 		--ignore=tests/integration/test_demo.py $(PYTEST_ARGS)
 
 ## test-vm: Debian bookworm's own kernel in QEMU (kernel WireGuard): the kernel backend's tests with
-## pyroute2 0.7.2 and current PyPI, and the core scenarios (test_static.py) with backend = "kernel"
+## pyroute2 0.7.2 and current PyPI, and the core and mesh scenarios (test_static.py, test_mesh.py)
+## with backend = "kernel"
 test-vm: test-setup
 	vm/run --timeout 2400 -e BMX7_WG_TEST_BACKEND=kernel -- sh -c '\
 		.venvs/debian/bin/python -m pytest -q -p no:cacheprovider tests/vm tests/unit/test_kernelwg.py \
-			tests/integration/test_static.py && \
+			tests/integration/test_static.py tests/integration/test_mesh.py && \
 		.venvs/pypi/bin/python -m pytest -q -p no:cacheprovider tests/vm tests/unit/test_kernelwg.py'
 
 ## bench: bmx7-wg beside `wg` on wireguard-go, reaction latency, idle footprint -> bench/RESULTS.md

@@ -18,12 +18,17 @@ from typing import Any
 
 from tests.conftest import REPO, bmx7_wg_command, child_env
 
+# Under software emulation (make test-vm) every process start is ~20 times slower.
+SLOW = 8.0 if os.environ.get("BMX7_WG_IN_VM") else 1.0
+
 # Runs in a private mount namespace: mount the private journal directories, start
 # journald (its PID in $JOURNAL_DIR/../journald.pid, ended by the test), wait for its
 # socket, then become the service. No PID namespace: the wireguard-go daemons the
 # service starts must outlive it, as they do under systemd with KillMode=process.
 _WRAPPER = r"""
 set -e
+# A machine without systemd as PID 1 (the test VM) has no /run/systemd to mount over.
+mkdir -p /run/systemd /run/log
 mount -t tmpfs tmpfs /run/systemd
 mount -t tmpfs tmpfs /run/log
 mkdir -p /run/log/journal
@@ -39,7 +44,14 @@ exec ip netns exec "$NETNS" "$@"
 
 class Service:
     def __init__(
-        self, workdir: Path, netns: str, config_path: Path, *args: str, env: dict[str, str] | None = None
+        self,
+        workdir: Path,
+        netns: str,
+        config_path: Path,
+        *args: str,
+        env: dict[str, str] | None = None,
+        command: list[str] | None = None,
+        run_dir: Path | None = None,
     ) -> None:
         self.workdir = workdir
         self.journal_dir = workdir / "journal"
@@ -53,6 +65,9 @@ class Service:
         self.messages: list[str] = []
         extra = env or {}
         env = child_env()
+        # The service's state files (mesh memory): per test, not the machine's /run/bmx7-wg.
+        self.run_dir = run_dir or workdir / "run"
+        env["BMX7_WG_RUN_DIR"] = str(self.run_dir)
         env.update(extra)
         env.update(
             JOURNAL_DIR=str(self.journal_dir),
@@ -69,7 +84,7 @@ class Service:
             "-c",
             _WRAPPER,
             "wrapper",
-            *bmx7_wg_command(),
+            *(command or bmx7_wg_command()),
             "-c",
             str(config_path),
             "run",
@@ -86,7 +101,7 @@ class Service:
 
     def wait_notify(self, prefix: str, timeout: float = 20.0) -> str:
         """The next notify message with a line starting with `prefix` (e.g. READY=1)."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + timeout * SLOW
         while time.monotonic() < deadline:
             for message in self.messages:
                 if any(line.startswith(prefix) for line in message.splitlines()):
@@ -140,14 +155,15 @@ class Service:
         return [json.loads(line) for line in out.splitlines() if line.strip()]
 
     def wait_journal(self, *match: str, count: int = 1, timeout: float = 10.0) -> list[dict[str, Any]]:
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + timeout * SLOW
         entries: list[dict[str, Any]] = []
         while time.monotonic() < deadline:
             entries = self.journal(*match)
             if len(entries) >= count:
                 return entries
             time.sleep(0.1)
-        raise AssertionError(f"journal has {len(entries)} entries for {match}: {self.journal()[-20:]}")
+        ours = [e.get("MESSAGE") for e in self.journal("SYSLOG_IDENTIFIER=bmx7-wg")]
+        raise AssertionError(f"journal has {len(entries)} entries for {match}; bmx7-wg logged: {ours[-30:]}")
 
 
 def cli(netns: str, config_path: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import shutil
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -140,3 +144,160 @@ def test_watchdog_is_pinged(service_lab: tuple[Lab, list[Service]], tmp_path: Pa
     svc.wait_notify("READY=1")
     for _ in range(3):
         svc.wait_notify("WATCHDOG=1", timeout=5)
+
+
+def test_rewritten_file_never_takes_tunnels_down(
+    service_lab: tuple[Lab, list[Service]], tmp_path: Path
+) -> None:
+    """`rm f; (sleep 2; cat new) > f`: the file is missing, then empty for 2 s, then
+    complete. Only the complete file counts; the tunnel stays up all along."""
+    lab, services = service_lab
+    a, b = lab.hosts
+    svc = start(lab, services, tmp_path)
+    svc.wait_notify("READY=1")
+    new = tmp_path / "new.toml"
+    good = a.config_path.read_text()
+    new.write_text(good.replace('name = "host2"', 'name = "host2"\npersistent_keepalive = 7'))
+    subprocess.run(
+        ["sh", "-c", 'rm "$1"; (sleep 2; cat "$2") > "$1"', "sh", str(a.config_path), str(new)],
+        check=True,
+        timeout=30,
+    )
+    changed = svc.wait_journal(f"BMX7WG_INTERFACE={a.ifname}", "BMX7WG_ACTION=update_peer")
+    assert "configuration changed" in changed[0]["MESSAGE"]
+    assert a.exec("wg", "show", a.ifname, "persistent-keepalive").stdout.split()[-1] == "7"
+    warnings = [e["MESSAGE"] for e in svc.journal(f"MESSAGE_ID={events.CONFIG_REJECTED}")]
+    assert any("is missing: the configuration in force stays" in m for m in warnings), warnings
+    assert svc.journal("BMX7WG_ACTION=delete_link") == []
+    assert svc.journal(f"MESSAGE_ID={events.PEER_REMOVED}") == []
+    assert a.ping(b.tunnel_ip)
+
+
+def test_sighup_with_a_missing_or_empty_file_keeps_the_tunnels(
+    service_lab: tuple[Lab, list[Service]], tmp_path: Path
+) -> None:
+    lab, services = service_lab
+    a, b = lab.hosts
+    svc = start(lab, services, tmp_path)
+    svc.wait_notify("READY=1")
+    good = a.config_path.read_text()
+    a.config_path.unlink()
+    svc.signal(signal.SIGHUP)
+    svc.wait_journal(f"MESSAGE_ID={events.CONFIG_REJECTED}", "PRIORITY=4")
+    a.config_path.write_text("")  # empty, and closed: reloaded, and refused as well
+    entries = svc.wait_journal(f"MESSAGE_ID={events.CONFIG_REJECTED}", "PRIORITY=4", count=2)
+    assert "is empty" in entries[-1]["MESSAGE"]
+    assert svc.running() and a.ifname in a.links()
+    assert a.ping(b.tunnel_ip)
+    a.write_config(good.replace('name = "host2"', 'name = "host2"\npersistent_keepalive = 9'))
+    svc.wait_journal(f"BMX7WG_INTERFACE={a.ifname}", "BMX7WG_ACTION=update_peer")
+    assert svc.journal("BMX7WG_ACTION=delete_link") == []
+
+
+def test_without_python_systemd_the_service_logs_to_stderr(
+    service_lab: tuple[Lab, list[Service]], tmp_path: Path
+) -> None:
+    """python3-systemd missing (a pip install): the service runs and logs to stderr, which
+    systemd passes to the journal anyway."""
+    lab, services = service_lab
+    a, b = lab.hosts
+    workdir = tmp_path / "nosystemd"
+    workdir.mkdir()
+    blocked = (
+        "import sys; sys.modules['systemd'] = None; "  # `import systemd` raises ModuleNotFoundError
+        "from bmx7_wg.cli import main; sys.exit(main(sys.argv[1:]))"
+    )
+    svc = Service(workdir, a.ns, a.config_path, command=[sys.executable, "-c", blocked])
+    services.append(svc)
+    svc.wait_notify("READY=1")
+    assert a.ping(b.tunnel_ip)
+    stderr = svc.stderr_path.read_text()
+    assert "python3-systemd" in stderr and "logging to stderr" in stderr, stderr
+    assert f"{a.ifname}: add peer {b.public_key}" in stderr
+    assert "Traceback" not in stderr
+    assert svc.journal("SYSLOG_IDENTIFIER=bmx7-wg") == []
+
+
+@pytest.fixture
+def hanging_dns(lab2: Lab) -> Iterator[Lab]:
+    """Host 1 resolves names through a DNS server that never answers: `ip netns exec`
+    mounts /etc/netns/NS/resolv.conf over /etc/resolv.conf, and the server's address is
+    routed into a veth whose other end has no address (and a fixed neighbour entry, so
+    nothing fails fast): the queries vanish."""
+    a = lab2.hosts[0]
+    a.exec("ip", "link", "add", "dns0", "type", "veth", "peer", "name", "dns1")
+    a.exec("ip", "addr", "add", "10.53.0.1/24", "dev", "dns0")
+    a.exec("ip", "link", "set", "dns0", "up")
+    a.exec("ip", "link", "set", "dns1", "up")
+    mac = "02:00:00:00:00:53"
+    a.exec("ip", "neigh", "replace", "10.53.0.53", "lladdr", mac, "nud", "permanent", "dev", "dns0")
+    etc = Path("/etc/netns") / a.ns
+    etc.mkdir(parents=True)
+    try:
+        (etc / "resolv.conf").write_text("nameserver 10.53.0.53\noptions timeout:30 attempts:1\n")
+        yield lab2
+    finally:
+        shutil.rmtree(etc)
+
+
+def _with_hanging_names(lab: Lab, extra: str = "") -> str:
+    a = lab.hosts[0]
+    text = lab.config_for(a)
+    for i in range(3):
+        text += (
+            f"[[interface.{a.ifname}.peer]]\n"
+            f'public_key = "{_key(i)}"\n'
+            f'endpoint = "hang{i}.example.org:51820"\n'
+            f'allowed_ips = ["10.77.{i + 10}.0/24"]\n'
+        )
+    return text + extra
+
+
+def _key(i: int) -> str:
+    return base64.b64encode(bytes([i + 1]) * 32).decode()
+
+
+def test_hanging_dns_is_bounded_in_plan(hanging_dns: Lab) -> None:
+    a = hanging_dns.hosts[0]
+    a.write_config(_with_hanging_names(hanging_dns))
+    started = time.monotonic()
+    proc = a.run("plan")
+    took = time.monotonic() - started
+    print(f"plan with three hanging names: {took:.1f} s")
+    assert took < 10, took  # all three at once, within the 5 s bound (serially: 90 s here)
+    assert proc.stderr.count("no answer within 5 s") == 3, proc.stderr
+    assert f"add peer {_key(0)}" in proc.stdout
+
+
+def test_hanging_dns_never_holds_the_service(hanging_dns: Lab, tmp_path: Path) -> None:
+    """Under run, names whose lookup hangs neither delay other changes nor starve the watchdog."""
+    a, b = hanging_dns.hosts
+    a.write_config(_with_hanging_names(hanging_dns))
+    b.write_config(hanging_dns.config_for(b))
+    b.run("apply")
+    # As systemd sets it for WatchdogSec=2s: pings every second.
+    svc = Service(tmp_path, a.ns, a.config_path, env={"WATCHDOG_USEC": "2000000"})
+    try:
+        svc.wait_notify("READY=1", timeout=15)
+        assert a.ping(b.tunnel_ip)
+        # A peer added while the lookups still hang reaches the device at once.
+        new_key = _key(9)
+        started = time.monotonic()
+        a.write_config(
+            _with_hanging_names(
+                hanging_dns,
+                f'[[interface.{a.ifname}.peer]]\npublic_key = "{new_key}"\nallowed_ips = ["10.77.99.0/24"]\n',
+            )
+        )
+        while new_key not in a.exec("wg", "show", a.ifname, "peers").stdout:
+            assert time.monotonic() - started < 3, "the new peer did not reach the device within 3 s"
+            time.sleep(0.02)
+        print(f"peer added under hanging DNS: {1000 * (time.monotonic() - started):.0f} ms")
+        last = time.monotonic()
+        for _ in range(4):
+            svc.wait_notify("WATCHDOG=1", timeout=5)
+            now = time.monotonic()
+            assert now - last < 2, f"watchdog gap {now - last:.1f} s"
+            last = now
+    finally:
+        svc.stop()

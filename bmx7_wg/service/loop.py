@@ -96,6 +96,7 @@ class Service:
         # bmx7 wipes rcvdSms/ when it restarts: keep vanished mesh peers a while.
         self.grace = MeshGrace(_grace_of(config))
         self.bmx7 = liveness.Bmx7Watch()
+        self.bmx7_socket_made = False  # bmx7 made its control socket since the last reconcile
         self.memory = MeshMemory()
         self._saved: tuple[dict[str, Peer], float] | None = None  # what the state file holds, and when
         self.config_problem: str | None = None  # why the file on disk is not in force
@@ -198,7 +199,9 @@ class Service:
             elif ev.directory in mesh_dirs:
                 self.schedule.soon(EVENTS, DEBOUNCE, "mesh announcements or trust changed")
             elif ev.directory == bmx7_dir and ev.name == SOCKET_NAME and ev.mask & (IN_CREATE | IN_MOVED_TO):
-                # bmx7 makes its control socket when it starts: a restart, perhaps unseen.
+                # bmx7 makes its control socket when it starts: a restart, even one too
+                # quick for its uptime to tell.
+                self.bmx7_socket_made = True
                 self.schedule.soon(EVENTS, DEBOUNCE, "bmx7 created its control socket")
         watched = {config_dir, *mesh_dirs, *([bmx7_dir] if bmx7_dir else [])}
         if not self.inotify.watched() >= watched:
@@ -291,6 +294,9 @@ class Service:
         try:
             mesh = mesh_inputs(self.config, grace=self.grace)
             bmx7_change = self.bmx7.update(mesh.liveness) if mesh.liveness else None
+            if self.bmx7_socket_made and bmx7_change is None and mesh.liveness and mesh.liveness.answering:
+                bmx7_change = "restarted"
+            self.bmx7_socket_made = False
             if bmx7_change in ("back", "restarted"):
                 self._log_bmx7_back(mesh, bmx7_change == "restarted")
             plan = self.engine.make_plan(

@@ -10,6 +10,7 @@ received file says is authenticated by BMX7 only as far as its file name's node 
 from __future__ import annotations
 
 import base64
+import json
 import os
 import pwd
 import secrets
@@ -39,13 +40,25 @@ def node_id() -> str:
     return secrets.token_hex(28).upper()
 
 
+class _Bmx7Socket(SimNode):
+    """The stand-in's control socket, leaving json/ to the test: it does not list the
+    originators, so bmx7-wg reads node names from json/originators/, as it does from a
+    bmx7 without them."""
+
+    def write_json(self) -> None:
+        pass
+
+    def _apply(self, word: str, out: list[str]) -> bool:
+        return word != "jshow=originators" and super()._apply(word, out)
+
+
 class FakeBmx7:
     """bmx7's runtime directory and control socket (bmx7-wg believes bmx7 runs only if it
     answers), without a mesh: what it received is what the test writes."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.sim = SimNode(str(root), "self", node_id=node_id())
+        self.sim = _Bmx7Socket(str(root), "self", node_id=node_id())
         self.sim.start()
         self.own_id = self.sim.node_id
         self.rcvd = root / "sms" / "rcvdSms"

@@ -60,6 +60,7 @@ PROBE_INTERVAL = 5.0
 PROBE_TIMEOUT = 1.0
 START_RESOLVE_WAIT = 1.0  # seconds the first reconcile waits for endpoint names, at most
 SAVE_EVERY = 30.0  # seconds: the mesh state file is rewritten at least this often
+VANISHED_CHECK = 1.0  # seconds after the configuration file was removed, see whether it is back
 
 # Timers (schedule keys). All but the first three mean "reconcile".
 WATCHDOG, RELOAD, PROBE = "watchdog", "reload", "probe"
@@ -195,7 +196,9 @@ class Service:
                 if ev.mask & (IN_CLOSE_WRITE | IN_MOVED_TO):
                     self.schedule.soon(RELOAD, DEBOUNCE, "configuration file written")
                 elif ev.mask & (IN_DELETE | IN_MOVED_FROM):
-                    self._config_unusable("is missing")
+                    # Editors move the file away and write a new one: look again in a
+                    # moment (sooner if the new file is complete), and warn if it is missing.
+                    self.schedule.soon(RELOAD, VANISHED_CHECK, "configuration file removed")
             elif ev.directory in mesh_dirs:
                 self.schedule.soon(EVENTS, DEBOUNCE, "mesh announcements or trust changed")
             elif ev.directory == bmx7_dir and ev.name == SOCKET_NAME and ev.mask & (IN_CREATE | IN_MOVED_TO):

@@ -29,6 +29,7 @@ from bmx7_wg.plan.actions import (
 from bmx7_wg.plan.state import (
     OWNER_ALIAS,
     ROUTE_PROTO,
+    HostNetworks,
     Implementation,
     ObservedInterface,
     ObservedState,
@@ -87,22 +88,47 @@ class System:
 
     # -- reading -------------------------------------------------------------------
 
-    def implementation_of(self, link: LinkInfo) -> Implementation | None:
+    def implementation_of(self, link: LinkInfo, served_here: frozenset[str]) -> Implementation | None:
+        """The WireGuard implementation behind a link of this namespace, or None.
+
+        A TUN link is wireguard-go's only if the daemon behind the socket of its name
+        runs in this namespace (`served_here`, from UapiClient.served_here): the socket
+        directory is shared by every namespace, and a plain TUN named like another
+        namespace's device must not lead us to that device.
+        """
         if link.kind == "wireguard":
             return "kernel"
-        if link.kind == "tun" and self.uapi.exists(link.name):
+        if link.kind == "tun" and link.name in served_here:
             return "userspace"
         return None
 
     def observe(self, declared: Iterable[str], *, all_wireguard: bool = False) -> ObservedState:
         """Read every managed interface and every declared name (and, for `show`, every
-        WireGuard interface). Foreign interfaces are read, never written."""
+        WireGuard interface). Foreign interfaces are read, never written.
+
+        Managed means a WireGuard link of this namespace carrying our alias: the alias
+        alone proves nothing (anyone can set it on any link), so a bridge or a plain TUN
+        with it is foreign. The links' addresses and routes (`host`) come along, for the
+        mesh view; links about to be deleted (managed, no longer declared) are left out.
+        """
         wanted = set(declared)
         result: dict[str, ObservedInterface] = {}
-        routes = self.netlink.routes_by_link(ROUTE_PROTO)
-        for name, link in self.netlink.links().items():
-            managed = link.alias == OWNER_ALIAS
-            implementation = self.implementation_of(link)
+        routes = self.netlink.link_routes(ROUTE_PROTO)
+        links = self.netlink.links()
+        # Names a daemon answers for but that have no link here: another namespace's, or
+        # one of ours shutting down after its link was deleted (served_here tells which).
+        answering = {n for n in wanted - links.keys() if self.uapi.answers(n)}
+        served_here: frozenset[str] = frozenset()
+        if answering or any(i.kind == "tun" for i in links.values()):
+            served_here = self.uapi.served_here()
+        host_addresses: dict[str, frozenset[str]] = {}
+        host_routes: dict[str, frozenset[str]] = {}
+        for name, link in links.items():
+            implementation = self.implementation_of(link, served_here)
+            managed = link.alias == OWNER_ALIAS and implementation is not None
+            if not (managed and name not in wanted):
+                host_addresses[name] = link.addresses
+                host_routes[name] = routes.every.get(link.ifindex, frozenset())
             if not (managed or name in wanted or (all_wireguard and implementation)):
                 continue
             device = None
@@ -116,10 +142,11 @@ class System:
                 mtu=link.mtu,
                 up=link.up,
                 addresses=link.addresses,
-                routes=routes.get(link.ifindex, frozenset()),
+                routes=routes.ours.get(link.ifindex, frozenset()),
                 device=device,
             )
-        return ObservedState(result)
+        host = HostNetworks(host_addresses, host_routes)
+        return ObservedState(result, host, frozenset(answering - served_here))
 
     def device(self, implementation: Implementation) -> KernelWireGuard | UapiClient:
         """The backend of one implementation: both read a device (`get`) and change it

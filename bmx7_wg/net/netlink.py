@@ -34,6 +34,7 @@ from bmx7_wg.net import rtnl
 IFF_UP = 0x1
 RT_TABLE_MAIN = 254
 RTN_UNICAST = 1
+RTN_LOCAL = 2  # a route to one of the host's own addresses (table local)
 RT_SCOPE_UNIVERSE = 0
 RT_SCOPE_LINK = 253
 # On delete, "nowhere" is the kernel's wildcard scope (what `ip route del` sends): an
@@ -80,6 +81,16 @@ class LinkInfo:
     mtu: int
     up: bool  # IFF_UP is set (administratively up; says nothing about carrier)
     addresses: frozenset[str]  # "10.9.0.1/24", "fd77::1/128"; link-local fe80::/10 excluded
+
+
+@dataclass(frozen=True)
+class LinkRoutes:
+    """Routes by outgoing link index, as canonical network strings."""
+
+    ours: Mapping[int, frozenset[str]]  # main table, unicast, bmx7-wg's protocol
+    # Unicast and local routes of every table, default routes left out: what the host
+    # already sends somewhere (connected prefixes, bmx7's routes, anybody's).
+    every: Mapping[int, frozenset[str]]
 
 
 class Netlink:
@@ -130,25 +141,34 @@ class Netlink:
         return _link_info(link, _addresses_by_index(addresses).get(link.index, frozenset()))
 
     def routes_by_link(self, proto: int) -> dict[int, frozenset[str]]:
-        """Main-table unicast routes with this rtm_protocol, by outgoing link, both families.
+        """Main-table unicast routes with this rtm_protocol, by outgoing link, both families."""
+        return dict(self.link_routes(proto).ours)
+
+    def link_routes(self, proto: int) -> LinkRoutes:
+        """Routes by outgoing link: ours (main table, unicast, this rtm_protocol) and every
+        unicast or local route of every table but default routes, both families.
 
         One dump for all links and both families (AF_UNSPEC): observing several interfaces
         must not dump the route table once per interface. The kernel filters nothing here
         (filtering dumps needs strict checking, which older kernels lack); this does.
         """
-        found: dict[int, set[str]] = {}
+        ours: dict[int, set[str]] = {}
+        every: dict[int, set[str]] = {}
         with self._request(None, "list routes"):
             routes = self._rtnl.routes(socket.AF_UNSPEC)
         for route in routes:
-            if (
-                route.table == RT_TABLE_MAIN
-                and route.type == RTN_UNICAST
-                and route.protocol == proto
-                and route.oif is not None
-                and route.family in (socket.AF_INET, socket.AF_INET6)
-            ):
-                found.setdefault(route.oif, set()).add(_network_text(route))
-        return {ifindex: frozenset(networks) for ifindex, networks in found.items()}
+            if route.oif is None or route.family not in (socket.AF_INET, socket.AF_INET6):
+                continue
+            if route.type not in (RTN_UNICAST, RTN_LOCAL):
+                continue
+            text = _network_text(route)
+            if route.dst_len:
+                every.setdefault(route.oif, set()).add(text)
+            if route.table == RT_TABLE_MAIN and route.type == RTN_UNICAST and route.protocol == proto:
+                ours.setdefault(route.oif, set()).add(text)
+        return LinkRoutes(
+            {i: frozenset(n) for i, n in ours.items()}, {i: frozenset(n) for i, n in every.items()}
+        )
 
     def wait_for_link(self, name: str, timeout: float = 5.0) -> LinkInfo:
         """Wait until the named link exists (wireguard-go creates its tun after it starts)."""

@@ -48,6 +48,12 @@ def plan(desired: DesiredState, observed: ObservedState) -> list[Action]:
     actions: list[Action] = []
     declared = {d.name for d in desired.interfaces}
     for want in sorted(desired.interfaces, key=lambda d: d.name):
+        if want.name in observed.sockets_elsewhere and want.name not in observed.interfaces:
+            raise ConflictError(
+                f"{want.name}: a wireguard-go of that name runs in another network namespace "
+                "(its control socket in /run/wireguard is shared by all namespaces); bmx7-wg "
+                "does not touch it (rename the interface in the configuration)"
+            )
         actions.extend(_plan_interface(want, observed.interfaces.get(want.name)))
     for name in sorted(observed.interfaces):
         have = observed.interfaces[name]

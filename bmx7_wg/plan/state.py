@@ -90,7 +90,22 @@ class DesiredState:
 
 
 @dataclass(frozen=True)
+class HostNetworks:
+    """Addresses and routes of the namespace's links, WireGuard or not, by link name:
+    what a mesh peer's networks must keep clear of (mesh.view.reservations). Read with
+    the observed state; the planner never looks at it."""
+
+    addresses: Mapping[str, frozenset[str]] = field(default_factory=dict)  # "10.0.0.1/24"
+    # Unicast and local routes of every table, default routes left out.
+    routes: Mapping[str, frozenset[str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class ObservedState:
     # Every WireGuard or managed interface in the namespace, plus any interface that
     # carries a name the configuration declares.
     interfaces: Mapping[str, ObservedInterface]
+    host: HostNetworks = field(default_factory=HostNetworks, compare=False)
+    # Declared names with no link here whose wireguard-go socket answers from another
+    # network namespace (the socket directory is shared): not ours, and taken.
+    sockets_elsewhere: frozenset[str] = frozenset()

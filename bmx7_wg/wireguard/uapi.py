@@ -24,6 +24,9 @@ from bmx7_wg.plan.state import Device, Peer, PeerStats
 # wireguard-go hard-codes this directory; it is a filesystem path, so every network
 # namespace shares it (see UapiClient).
 DEFAULT_SOCKET_DIR = "/var/run/wireguard"
+# This network namespace's Unix sockets (the kernel lists only the reader's namespace).
+UNIX_SOCKETS = "/proc/self/net/unix"
+_SO_ACCEPTCON = 0x10000
 # Seconds of silence after which a daemon counts as hung. It bounds each wait, not the
 # whole exchange. wireguard-go answers nothing until a request is done, and it can be busy
 # for seconds: sending 10,000 new peers takes ~1 s, and removing 150 peers whose handshakes
@@ -314,6 +317,42 @@ class UapiClient:
         except OSError:
             return False
         return True
+
+    def served_here(self) -> frozenset[str]:
+        """Names whose socket a process of this network namespace listens on.
+
+        `/run/wireguard` is one directory for every network namespace, so a socket named
+        like a link here may be a daemon's in another namespace, whose device is not
+        ours. A Unix socket belongs to the namespace it was made in, and
+        `/proc/self/net/unix` lists only this namespace's: a listening socket bound to
+        the same file is this namespace's daemon. (SO_PEERCRED is no help: it names the
+        process that called listen(), and wireguard-go's launcher does that, passes the
+        socket to the daemon and exits.) The daemon's TUN is in the same namespace as
+        its socket: it makes both before it forks.
+        """
+        try:
+            with open(UNIX_SOCKETS, encoding="utf-8", errors="replace") as table:
+                lines = table.read().splitlines()[1:]
+        except OSError:
+            return frozenset()
+        found: set[str] = set()
+        for line in lines:
+            fields = line.split(maxsplit=7)
+            # Num RefCount Protocol Flags Type St Inode Path; __SO_ACCEPTCON: listening.
+            if len(fields) < 8 or not int(fields[3], 16) & _SO_ACCEPTCON:
+                continue
+            bound = fields[7]
+            base = os.path.basename(bound)
+            if not base.endswith(".sock") or len(base) <= 5:
+                continue
+            name = base[: -len(".sock")]
+            try:
+                listed, ours = os.stat(bound), os.stat(self.socket_path(name))
+            except (OSError, UapiError):
+                continue
+            if (listed.st_dev, listed.st_ino) == (ours.st_dev, ours.st_ino):
+                found.add(name)
+        return frozenset(found)
 
     def get(self, name: str) -> Device:
         return parse_get(self._exchange(name, b"get=1\n\n"), name)

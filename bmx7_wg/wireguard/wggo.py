@@ -28,7 +28,7 @@ import subprocess
 import tempfile
 import time
 
-from bmx7_wg.errors import ApplyError, BackendUnavailable
+from bmx7_wg.errors import ApplyError, BackendUnavailable, ConflictError
 from bmx7_wg.wireguard.uapi import DEFAULT_SOCKET_DIR, DeviceUnreachable, UapiClient, wait_until_ready
 
 PROGRAM = "wireguard-go"
@@ -171,6 +171,14 @@ def start(name: str, socket_dir: str = DEFAULT_SOCKET_DIR, timeout: float = STAR
     # Starting over it would fail with "unix socket in use": give it that moment.
     # (A stale socket, whose daemon was killed, counts as released: wireguard-go replaces it.)
     socket_path = os.path.join(socket_dir, f"{name}.sock")
+    client = UapiClient(socket_dir)
+    if not _link_exists(name) and client.answers(name) and name not in client.served_here():
+        # The socket directory is shared by every network namespace: this socket is a
+        # daemon's in another one. wireguard-go would refuse it anyway; say so at once.
+        raise ConflictError(
+            f"{name}: a wireguard-go of that name runs in another network namespace (its "
+            f"socket {socket_path} is shared by all namespaces); bmx7-wg does not touch it"
+        )
     _socket_released(name, socket_path, SOCKET_RELEASE_WAIT)
     code, detail = _launch(program, name, timeout)
     if code != 0 and _started_by_another(name, socket_dir, timeout):

@@ -300,7 +300,7 @@ def test_start_detects_the_name_taken_in_another_namespace(live: Live) -> None:
     try:
         proc = start_in(other, live.ifname)
         assert proc.returncode == 1
-        assert "another wireguard-go already serves" in proc.stderr, proc.stderr
+        assert "runs in another network namespace" in proc.stderr, proc.stderr
         # The failed start leaves no interface behind.
         assert run("ip", "-n", other, "link", "show", live.ifname, check=False).returncode != 0
     finally:

@@ -253,6 +253,15 @@ def test_name_taken_by_a_non_wireguard_interface_is_a_conflict() -> None:
         run([want()], [have(implementation=None, device=None, managed=False)])
 
 
+def test_a_name_whose_socket_serves_another_namespace_is_a_conflict() -> None:
+    elsewhere = ObservedState({}, sockets_elsewhere=frozenset({"wg0"}))
+    with pytest.raises(ConflictError, match="wg0: a wireguard-go of that name runs in another network"):
+        plan(DesiredState((want(),)), elsewhere)
+    # Other names are planned as usual.
+    first = plan(DesiredState((want(name="wg1"),)), elsewhere)[0]
+    assert first == CreateLink("wg1", implementation="userspace")
+
+
 def test_backend_change_of_a_foreign_interface_is_a_conflict() -> None:
     with pytest.raises(ConflictError, match="not managed by bmx7-wg"):
         run([want(implementation="kernel")], [have(managed=False)])

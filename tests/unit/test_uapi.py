@@ -471,6 +471,45 @@ def test_client_connection_closed_mid_answer(tmp_path: Path) -> None:
         server.close()
 
 
+def test_served_here_lists_only_sockets_listened_on_in_this_namespace(tmp_path: Path) -> None:
+    listening = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listening.bind(str(tmp_path / "wg0.sock"))
+    listening.listen(1)
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(str(tmp_path / "wg1.sock"))
+    stale.close()
+    # A socket of the same name in another directory is another device's.
+    (tmp_path / "elsewhere").mkdir()
+    other = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    other.bind(str(tmp_path / "elsewhere" / "wg2.sock"))
+    other.listen(1)
+    (tmp_path / "wg2.sock").touch()
+    try:
+        assert UapiClient(str(tmp_path)).served_here() == frozenset({"wg0"})
+    finally:
+        listening.close()
+        other.close()
+
+
+def test_served_here_reads_the_kernels_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # What /proc/self/net/unix shows in a namespace where another namespace's daemon
+    # made the socket: nothing listening on it (the table is per namespace).
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(str(tmp_path / "wg0.sock"))
+    sock.close()
+    table = tmp_path / "unix"
+    table.write_text(
+        "Num       RefCount Protocol Flags    Type St Inode Path\n"
+        f"0000000000000000: 00000003 00000000 00000000 0001 03 1234 {tmp_path}/wg0.sock\n"
+    )
+    monkeypatch.setattr("bmx7_wg.wireguard.uapi.UNIX_SOCKETS", str(table))
+    assert UapiClient(str(tmp_path)).served_here() == frozenset()
+    table.write_text(table.read_text().replace("00000000 0001 03", "00010000 0001 01"))
+    assert UapiClient(str(tmp_path)).served_here() == frozenset({"wg0"})
+    monkeypatch.setattr("bmx7_wg.wireguard.uapi.UNIX_SOCKETS", str(tmp_path / "missing"))
+    assert UapiClient(str(tmp_path)).served_here() == frozenset()
+
+
 @pytest.mark.parametrize("name", ["", "a/b", "..", "."])
 def test_client_rejects_names_that_escape_the_directory(name: str) -> None:
     with pytest.raises(UapiError):

@@ -206,6 +206,7 @@ def _reconcile(args: argparse.Namespace, *, check: bool, verb: str) -> int:
     with System() as system:
         engine = Engine(system)
         p = engine.make_plan(cfg, create_keys=not check, mesh=mesh.inputs, resolve=resolve)
+        mesh.add_refusals(p.refused)
         if not check:
             engine.apply(p, on_done=_log_done)
         mesh.publish(p.desired, check=check)

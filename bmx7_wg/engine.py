@@ -18,6 +18,7 @@ from bmx7_wg.config.fastip import canonical_address
 from bmx7_wg.config.model import Config, InterfaceConfig
 from bmx7_wg.errors import BackendUnavailable, KeyFileError
 from bmx7_wg.mesh.nodeid import MESH_NETWORK
+from bmx7_wg.mesh.view import Refusal, keep_clear, reservations
 from bmx7_wg.plan.actions import Action
 from bmx7_wg.plan.desired import InterfaceInputs, desired_state
 from bmx7_wg.plan.planner import plan
@@ -45,6 +46,8 @@ class Plan:
     observed: ObservedState
     actions: list[Action]
     new_key_files: tuple[str, ...] = ()  # key files apply creates (plan only)
+    # Mesh peers and networks refused because they clash with this node (mesh.view.keep_clear).
+    refused: tuple[Refusal, ...] = ()
 
 
 def resolve_endpoint(host: str, port: int) -> str | None:
@@ -130,6 +133,7 @@ class Engine:
         observed = self.system.observe(declared)
         inputs: dict[str, InterfaceInputs] = {}
         new_files: list[str] = []
+        refused: list[Refusal] = []
         for iface in config.interfaces:
             existing = observed.interfaces.get(iface.name)
             implementation = choose_implementation(iface, existing, _kernel_ok, _userspace_ok)
@@ -139,6 +143,12 @@ class Engine:
             m = (mesh or {}).get(iface.name, MeshInputs())
             if m.hold:
                 m = _held_mesh(iface, existing)
+            if m.peers:
+                host = observed.host
+                reserved = reservations(config.interfaces, host.addresses, host.routes, iface.name)
+                clear = keep_clear(m.peers, reserved, private_key.public_key())
+                m = replace(m, peers=clear.peers)
+                refused.extend(clear.refusals)
             inputs[iface.name] = InterfaceInputs(
                 implementation=implementation,
                 private_key=private_key,
@@ -148,7 +158,7 @@ class Engine:
                 mesh_routes=m.routes,
             )
         desired = desired_state(config, inputs, resolve)
-        return Plan(desired, observed, plan(desired, observed), tuple(new_files))
+        return Plan(desired, observed, plan(desired, observed), tuple(new_files), tuple(refused))
 
     def apply(self, p: Plan, on_done: Callable[[Action], None] = lambda a: None) -> None:
         implementations = {d.name: d.implementation for d in p.desired.interfaces}

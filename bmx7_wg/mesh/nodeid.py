@@ -9,6 +9,7 @@ NODE_ID_RE = re.compile(r"\A[0-9A-Fa-f]{56}\Z")  # \Z: "$" would accept a traili
 TUNNEL_PREFIX = 0xFD77  # the wg_tun plugin's tunnel prefix, fd77::/16
 PRIMARY_PREFIX = 0xFD70  # bmx7's ipAutoPrefix default, fd70::/16
 MESH_NETWORK = "fd77::/16"
+BMX7_NETWORK = "fd70::/16"  # bmx7's own primary addresses: the underlay the tunnels run over
 
 
 def normalize_node_id(text: str) -> str:

@@ -28,7 +28,7 @@ from bmx7_wg.mesh.bmx7 import (
 from bmx7_wg.mesh.grace import HoldEvent, MeshGrace
 from bmx7_wg.mesh.liveness import Liveness
 from bmx7_wg.mesh.nodeid import MESH_NETWORK, tunnel_address
-from bmx7_wg.mesh.view import TrustPolicy, mesh_peers
+from bmx7_wg.mesh.view import Refusal, TrustPolicy, mesh_peers
 from bmx7_wg.plan.state import DesiredState
 
 log = logging.getLogger(__name__)
@@ -109,6 +109,10 @@ class MeshSession:
                 self.changes.append(MeshChange(iface.name, "register_sms", {"sms": name}))
         except Bmx7WgError as exc:
             log.warning("%s: cannot publish the mesh announcement: %s", iface.name, exc)
+
+    def add_refusals(self, refusals: Iterable[Refusal]) -> None:
+        """Refusals decided later in the reconcile (mesh.view.keep_clear, in the engine)."""
+        self.refusals.extend((r.node_id, r.describe()) for r in refusals)
 
     def actions_json(self) -> list[dict[str, Any]]:
         return [c.to_json() for c in self.changes]
@@ -207,7 +211,6 @@ def mesh_inputs(config: Config, *, grace: MeshGrace | None = None) -> MeshSessio
         policy,
         iface.accept_networks,
         names,
-        static_networks=[ip for p in iface.peers for ip in p.allowed_ips],
     )
     for r in view.refusals:
         session.refusals.append((r.node_id, r.describe()))

@@ -5,33 +5,54 @@ values, returns peers and refusals. Everything about a peer's address comes from
 node id (authenticated by BMX7), never from the payload:
 
 - allowed-ips: the node's tunnel address `fd77::/16 + id[:14]` as a /128, plus each
-  announced network that lies inside `accept_networks`;
+  announced network that passes the rules below;
 - endpoint: `[fd70::/16 + id[:14]]:<announced port>`, the node's BMX7 primary address.
 
-Refusals (each reported once per reconcile, in node-id order):
+Two steps, because the second needs what only the reconcile knows (this node's key and
+the namespace's addresses and routes):
 
-- the whole candidate: our own node id; a node the trust policy does not accept; a
-  payload that does not parse; a public key claimed by more than one node (every
-  claimant is refused: the file names are authenticated, so one of them copied a key
-  it cannot hold, and we cannot tell which); our own public key.
-- one network, the peer kept: a network outside `accept_networks`; a network inside
-  the mesh prefix fd77::/16 (tunnel addresses come only from node ids); a network
-  announced by more than one accepted node (WireGuard would move it between peers on
-  every write); a network a static peer of the interface carries, or one inside it
-  (other than inside a default route): a mesh node must not take over a route the
-  operator configured. The peer still gets its /128 and its other networks.
+`mesh_peers` (the mesh's rules) refuses, each reported once per reconcile in node-id order:
+- the whole candidate: our own node id (silently: it is our echo); a node the trust
+  policy does not accept; a payload that does not parse; a public key claimed by more
+  than one node (every claimant is refused: the file names are authenticated, so one of
+  them copied a key it cannot hold, and we cannot tell which).
+- one network, the peer kept: a network that overlaps fd77::/16 (tunnel addresses come
+  only from node ids) or fd70::/16 (bmx7's own underlay: routing it into the tunnel
+  would loop); a network outside `accept_networks`; a network that overlaps (equals,
+  contains or lies inside) a network another node announces. That last rule is what
+  stops capture: WireGuard sends a packet to the peer with the longest matching
+  allowed-ip, so a node that got a more specific network, or a covering one next to a
+  refused one, would take the other node's traffic. Every claimant of an overlap is
+  refused, whatever else it announces. A claim counts if its node is trusted, its
+  announcement parses, and the network passes the two rules before (a node whose key
+  is refused still counts); one this node would refuse anyway routes nothing, and a
+  default route announced outside accept_networks must not take down every network.
+
+`keep_clear` (this node's rules) refuses:
+- the whole peer: a node announcing this node's own public key;
+- one network: one that overlaps what this node holds (see `Reservation`): a static
+  peer's allowed-ips (a default route excepted: it reserves nothing under it), this
+  node's own addresses and announced networks, and the routes of the namespace's other
+  links (connected, bmx7's, anybody's; default routes excepted).
 """
 
 from __future__ import annotations
 
+import bisect
 import ipaddress
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
-from bmx7_wg.config.model import TrustMode
+from bmx7_wg.config.model import InterfaceConfig, TrustMode
 from bmx7_wg.mesh.announce import Announcement, AnnouncementError, parse_announcement
-from bmx7_wg.mesh.nodeid import MESH_NETWORK, normalize_node_id, primary_address, tunnel_address
+from bmx7_wg.mesh.nodeid import (
+    BMX7_NETWORK,
+    MESH_NETWORK,
+    normalize_node_id,
+    primary_address,
+    tunnel_address,
+)
 from bmx7_wg.plan.state import Peer
 
 # bmx7 trust levels (sec.h): a trust file's level; 2 and 3 both mean "trusted directly".
@@ -90,18 +111,62 @@ class MeshView:
     refusals: tuple[Refusal, ...] = ()  # sorted by node id, then network
 
 
-def _networks(texts: Iterable[str]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-    return tuple(ipaddress.ip_network(t, strict=False) for t in texts)
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+_BITS = {4: 32, 6: 128}
 
 
-def _inside(net: ipaddress.IPv4Network | ipaddress.IPv6Network,
-            nets: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
-    return any(net.version == a.version and net.subnet_of(a) for a in nets)  # type: ignore[arg-type]
+def _net(text: str) -> Network:
+    return ipaddress.ip_network(text, strict=False)
 
 
-def _overlaps(net: ipaddress.IPv4Network | ipaddress.IPv6Network,
-              other: ipaddress.IPv6Network) -> bool:
-    return net.version == other.version and net.overlaps(other)
+class _Overlaps:
+    """Networks, each with who holds it, that answer "which of them overlap this one?".
+
+    Two CIDR networks overlap only when one contains the other, so the answer is the
+    holders of the networks that contain it (one look-up per prefix length in use) and
+    of those inside it (a range of the networks sorted by first address). A router's
+    table of thousands of routes is then no pairwise comparison.
+    """
+
+    def __init__(self, entries: Iterable[tuple[Network, str]]) -> None:
+        self._by_prefix: dict[tuple[int, int, int], list[tuple[Network, str]]] = defaultdict(list)
+        self._lengths: dict[int, set[int]] = {4: set(), 6: set()}
+        starts: dict[int, list[tuple[int, int, str, Network]]] = {4: [], 6: []}
+        for net, holder in entries:
+            start = int(net.network_address)
+            self._by_prefix[(net.version, net.prefixlen, start)].append((net, holder))
+            self._lengths[net.version].add(net.prefixlen)
+            starts[net.version].append((start, net.prefixlen, holder, net))
+        self._sorted = {v: sorted(s, key=lambda e: (e[0], e[1], e[2])) for v, s in starts.items()}
+        self._keys = {v: [e[0] for e in s] for v, s in self._sorted.items()}
+
+    def holders(self, net: Network) -> list[str]:
+        """Who holds exactly `net`."""
+        return [h for _, h in self._by_prefix.get((net.version, net.prefixlen, int(net.network_address)), ())]
+
+    def overlapping(self, net: Network) -> Iterator[tuple[Network, str]]:
+        """Every held network that overlaps `net` (those containing it first, widest first)."""
+        version, length, start = net.version, net.prefixlen, int(net.network_address)
+        bits = _BITS[version]
+        for q in sorted(self._lengths[version]):
+            if q > length:
+                break
+            masked = start & (((1 << q) - 1) << (bits - q))
+            yield from self._by_prefix.get((version, q, masked), ())
+        end = start | ((1 << (bits - length)) - 1)
+        entries, keys = self._sorted[version], self._keys[version]
+        for i in range(bisect.bisect_left(keys, start), bisect.bisect_right(keys, end)):
+            _, q, holder, inner = entries[i]
+            if q > length:  # the ones at least as wide were yielded above
+                yield inner, holder
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """A network this node holds that no mesh peer may overlap, and why it holds it."""
+
+    network: str
+    why: str  # "a route of eth0", "an address of eth0", "the static peer vpn", ...
 
 
 def mesh_peers(
@@ -111,17 +176,14 @@ def mesh_peers(
     accept_networks: Iterable[str] = (),
     node_names: Mapping[str, str] | None = None,
     *,
-    own_public_key: str | None = None,
     persistent_keepalive: int = 0,
-    static_networks: Iterable[str] = (),
 ) -> MeshView:
-    """Turn received announcements `(node_id, payload)` into peers and refusals."""
+    """Turn received announcements `(node_id, payload)` into peers and refusals
+    (the mesh's rules; `keep_clear` applies this node's)."""
     own = normalize_node_id(own_id)
     names = {k.upper(): v for k, v in (node_names or {}).items()}
-    accept = _networks(accept_networks)
-    mesh_net = ipaddress.IPv6Network(MESH_NETWORK)
-    # A default route of a static peer (a VPN exit) does not reserve everything under it.
-    reserved = tuple(n for n in _networks(static_networks) if n.prefixlen > 0)
+    accept = _Overlaps((_net(a), "") for a in accept_networks)
+    underlay = _Overlaps([(_net(MESH_NETWORK), MESH_NETWORK), (_net(BMX7_NETWORK), BMX7_NETWORK)])
     refusals: list[Refusal] = []
 
     def refuse(node_id: str, reason: str, network: str | None = None) -> None:
@@ -150,42 +212,43 @@ def mesh_peers(
         except AnnouncementError as exc:
             refuse(node_id, f"bad announcement: {exc.reason}")
 
+    # A network a trusted node announces is a claim if this node would route it to that
+    # node were it alone (outside the mesh prefixes, inside accept_networks). Claims are
+    # weighed before keys: a node refused for its key still says where its networks are.
     claimants: dict[str, list[str]] = defaultdict(list)
     for node_id, ann in candidates.items():
         claimants[ann.public_key].append(node_id)
-    accepted: dict[str, Announcement] = {}
+    eligible: dict[str, list[tuple[str, Network]]] = {}
     for node_id, ann in candidates.items():
-        if own_public_key is not None and ann.public_key == own_public_key:
-            refuse(node_id, "announces this node's own public key")
-        elif len(claimants[ann.public_key]) > 1:
-            others = ", ".join(o[:8] for o in claimants[ann.public_key] if o != node_id)
-            refuse(node_id, f"public key also claimed by {others}")
-        else:
-            accepted[node_id] = ann
-
-    network_owners: dict[str, list[str]] = defaultdict(list)
-    kept: dict[str, list[str]] = {}
-    for node_id, ann in accepted.items():
-        kept[node_id] = []
+        eligible[node_id] = []
+        # A node refused as a whole (below) gets one refusal, not one per network too.
+        quiet = len(claimants[ann.public_key]) > 1
         for text in ann.networks:
-            net = ipaddress.ip_network(text)
-            if _overlaps(net, mesh_net):
-                refuse(node_id, f"inside the mesh prefix {MESH_NETWORK}; network ignored", text)
-            elif not _inside(net, accept):
-                refuse(node_id, "outside accept_networks; network ignored", text)
-            elif _inside(net, reserved):
-                refuse(node_id, "a static peer of this interface carries it; network ignored", text)
+            net = _net(text)
+            prefixes = sorted({p for _, p in underlay.overlapping(net)})
+            if prefixes:
+                which = " and ".join(prefixes)
+                plural = "es" if len(prefixes) > 1 else ""
+                if not quiet:
+                    refuse(node_id, f"overlaps the mesh prefix{plural} {which}; network ignored", text)
+            elif not any(outer.prefixlen <= net.prefixlen for outer, _ in accept.overlapping(net)):
+                if not quiet:
+                    refuse(node_id, "outside accept_networks; network ignored", text)
             else:
-                kept[node_id].append(text)
-                network_owners[text].append(node_id)
+                eligible[node_id].append((text, net))
+    claims = _Overlaps((net, node_id) for node_id, nets in eligible.items() for _, net in nets)
 
     peers: list[Peer] = []
-    for node_id, ann in accepted.items():
+    for node_id, ann in candidates.items():
+        if len(claimants[ann.public_key]) > 1:
+            others = ", ".join(o[:8] for o in claimants[ann.public_key] if o != node_id)
+            refuse(node_id, f"public key also claimed by {others}")
+            continue
         allowed = {f"{tunnel_address(node_id)}/128"}
-        for text in kept[node_id]:
-            if len(network_owners[text]) > 1:
-                others = ", ".join(o[:8] for o in network_owners[text] if o != node_id)
-                refuse(node_id, f"also announced by {others}; network ignored", text)
+        for text, net in eligible[node_id]:
+            contested = _contest(claims, net, node_id)
+            if contested:
+                refuse(node_id, f"{contested}; network ignored", text)
             else:
                 allowed.add(text)
         peers.append(Peer(
@@ -200,3 +263,85 @@ def mesh_peers(
 
     refusals.sort(key=lambda r: (r.node_id, r.network or ""))
     return MeshView(tuple(peers), tuple(refusals))
+
+
+def _contest(claims: _Overlaps, net: Network, node_id: str) -> str | None:
+    """Why another node's claim takes `net` from `node_id`, or None if none overlaps it."""
+    same = sorted({h for h in claims.holders(net) if h != node_id})
+    if same:
+        return f"also announced by {', '.join(h[:8] for h in same)}"
+    for other, holder in claims.overlapping(net):
+        if holder == node_id or other == net:
+            continue
+        relation = "inside" if net.prefixlen > other.prefixlen else "covers"
+        return f"{relation} {other}, announced by {holder[:8]}"
+    return None
+
+
+def reservations(
+    interfaces: Iterable[InterfaceConfig],
+    host_addresses: Mapping[str, Iterable[str]],
+    host_routes: Mapping[str, Iterable[str]],
+    mesh_interface: str,
+) -> tuple[Reservation, ...]:
+    """What this node holds, from its configuration and the namespace's links.
+
+    `host_addresses` and `host_routes` are by link name; the mesh interface's own routes
+    are left out (they are the mesh peers' networks and the mesh prefix, the very things
+    being decided), its addresses are kept. Default routes reserve nothing: every
+    network lies under them.
+    """
+    out: list[Reservation] = []
+    for iface in interfaces:
+        for address in iface.addresses:
+            out.append(Reservation(_host(address), f"an address of {iface.name}"))
+        for network in iface.announce_networks:
+            out.append(Reservation(network, f"a network this node announces on {iface.name}"))
+        for peer in iface.peers:
+            label = f"the static peer {peer.name}" if peer.name else f"a static peer of {iface.name}"
+            out.extend(Reservation(n, label) for n in peer.allowed_ips if _net(n).prefixlen > 0)
+    for link, addresses in host_addresses.items():
+        out.extend(Reservation(_host(a), f"an address of {link}") for a in addresses)
+    for link, networks in host_routes.items():
+        if link != mesh_interface:
+            out.extend(Reservation(n, f"a route of {link}") for n in networks if _net(n).prefixlen > 0)
+    return tuple(out)
+
+
+def _host(address: str) -> str:
+    ip = ipaddress.ip_interface(address).ip
+    return f"{ip}/{_BITS[ip.version]}"
+
+
+def keep_clear(
+    peers: Iterable[Peer], reserved: Iterable[Reservation], own_public_key: str | None
+) -> MeshView:
+    """Mesh peers without what this node holds: a peer announcing this node's own public
+    key is refused, and each network overlapping a reservation is taken off its peer."""
+    held = _Overlaps((_net(r.network), r.why) for r in reserved)
+    kept: list[Peer] = []
+    refusals: list[Refusal] = []
+    for peer in peers:
+        who = peer.node_id or f"key {peer.public_key[:8]}"
+        if own_public_key is not None and peer.public_key == own_public_key:
+            refusals.append(Refusal(who, "announces this node's own public key", peer.name))
+            continue
+        allowed = set(peer.allowed_ips)
+        own = f"{tunnel_address(peer.node_id)}/128" if peer.node_id is not None else None
+        for text in sorted(peer.allowed_ips):
+            if text == own:
+                continue  # its own tunnel address, from its node id
+            net = _net(text)
+            clash = next(held.overlapping(net), None)
+            if clash is not None:
+                other, why = clash
+                relation = "is" if other == net else "overlaps"
+                refusals.append(Refusal(
+                    who, f"{relation} {other}, {why} on this node; network ignored", peer.name, text
+                ))
+                allowed.discard(text)
+        if len(allowed) != len(peer.allowed_ips):
+            peer = replace(peer, allowed_ips=frozenset(allowed))
+        kept.append(peer)
+    refusals.sort(key=lambda r: (r.node_id, r.network or ""))
+    return MeshView(tuple(kept), tuple(refusals))

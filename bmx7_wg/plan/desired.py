@@ -43,11 +43,9 @@ def desired_interface(iface: InterfaceConfig, inputs: InterfaceInputs, resolve: 
     for pc in iface.peers:
         peers[pc.public_key] = static_peer(pc, inputs.preshared_keys, resolve)
     # Static peers win over mesh peers with the same key: the operator said so explicitly.
-    # A mesh node announcing our own public key is ignored (WireGuard would refuse it).
-    own_public_key = inputs.private_key.public_key() if inputs.mesh_peers else None
+    # (A mesh node announcing our own public key was refused by mesh.view.keep_clear.)
     for mp in inputs.mesh_peers:
-        if mp.public_key != own_public_key:
-            peers.setdefault(mp.public_key, mp)
+        peers.setdefault(mp.public_key, mp)
 
     addresses = set(iface.addresses)
     if inputs.mesh_address:

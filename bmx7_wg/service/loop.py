@@ -305,6 +305,7 @@ class Service:
             plan = self.engine.make_plan(
                 self.config, create_keys=True, mesh=mesh.inputs, resolve=self.resolver
             )
+            mesh.add_refusals(plan.refused)
             desired = plan.desired
             if bmx7_change == "down":
                 self._log_bmx7_down(mesh, desired)

@@ -26,7 +26,7 @@ from bmx7_wg import keys
 from bmx7_wg.keys import PrivateKey
 from bmx7_wg.mesh.announce import format_announcement
 from bmx7_wg.mesh.escape import escape
-from bmx7_wg.mesh.nodeid import tunnel_address
+from bmx7_wg.mesh.nodeid import primary_address, tunnel_address
 from tests.bmx7sim.sim import SimNode
 from tests.conftest import bmx7_wg_command, child_env
 from tests.integration.netns import Host, Lab
@@ -434,3 +434,179 @@ def test_hostile_node_names_reach_no_output_raw(node: tuple[Host, FakeBmx7]) -> 
     # JSON carries the same escaped text (never a raw control character once decoded).
     peers = json.loads(outputs[4].stdout)["interfaces"][0]["peers"]
     assert [p["name"] for p in peers if p["public_key"] == key] == [escape(hostile)]
+
+
+# --- issue 16: claims that overlap, networks of this node, other namespaces' devices -----
+
+
+def mesh_routes(host: Host) -> set[str]:
+    """Destinations routed into the mesh interface (every table, both families)."""
+    out = set()
+    for family in ("-4", "-6"):
+        shown = host.exec("ip", family, "route", "show", "table", "all", "dev", host.ifname).stdout
+        out.update(line.split()[0] for line in shown.splitlines())
+    return out
+
+
+def test_overlapping_claims_capture_nothing(node: tuple[Host, FakeBmx7]) -> None:
+    host, bmx7 = node
+    mesh_config(host, bmx7, trust="all", accept='"10.0.0.0/8", "172.16.0.0/12"')
+    g, h, site = node_id(), node_id(), node_id()
+    g_key, h_key, site_key = pubkey(), pubkey(), pubkey()
+    bmx7.receive(g, format_announcement(g_key, 40456, ["10.1.0.0/16"]))
+    host.run("apply")
+    assert allowed_ips(host)[g_key] == {f"{tunnel_address(g)}/128", "10.1.0.0/16"}
+    # H repeats G's network and announces one covering it; a third node one inside it.
+    bmx7.receive(h, format_announcement(h_key, 40456, ["10.0.0.0/8", "10.1.0.0/16"]))
+    bmx7.receive(site, format_announcement(site_key, 40456, ["10.1.7.0/24", "172.16.5.0/24"]))
+    result = host.run_json("apply")
+    have = allowed_ips(host)
+    assert have[g_key] == {f"{tunnel_address(g)}/128"}
+    assert have[h_key] == {f"{tunnel_address(h)}/128"}
+    assert have[site_key] == {f"{tunnel_address(site)}/128", "172.16.5.0/24"}
+    assert not {r for r in mesh_routes(host) if r.startswith("10.1.") or r == "10.0.0.0/8"}
+    refused = {(r["node_id"], r["reason"].split("network ")[1].split()[0]) for r in result["refused"]}
+    assert refused == {(g, "10.1.0.0/16"), (h, "10.0.0.0/8"), (h, "10.1.0.0/16"), (site, "10.1.7.0/24")}
+    assert host.run_json("apply")["changed"] is False
+    # When H withdraws, G gets its network back, and the site its /24.
+    bmx7.receive(h, format_announcement(h_key, 40456))
+    host.run("apply")
+    assert allowed_ips(host)[g_key] == {f"{tunnel_address(g)}/128"}  # the site's /24 is inside it
+    (bmx7.rcvd / f"{site}:wg-bmx7").unlink()
+    host.run("apply")
+    assert allowed_ips(host)[g_key] == {f"{tunnel_address(g)}/128", "10.1.0.0/16"}
+
+
+def test_networks_of_this_node_are_never_pulled_into_the_tunnel(node: tuple[Host, FakeBmx7]) -> None:
+    host, bmx7 = node
+    # The operator accepts a lot; the host's LAN is 192.0.2.0/24 on eth0, with a router
+    # behind which 198.51.100.0/24 lies.
+    host.exec("ip", "route", "add", "198.51.100.0/24", "via", "192.0.2.254", "dev", "eth0")
+    mesh_config(host, bmx7, trust="all", accept='"0.0.0.0/0", "::/0"')
+    hostile, hostile_key = node_id(), pubkey()
+    other = node_id()
+    asked = [
+        "192.0.2.0/24",  # the connected LAN itself (the route add said "File exists")
+        "192.0.2.128/25",  # a more specific of the LAN: would pull LAN traffic in silently
+        f"{host.underlay}/32",  # this host's own address
+        "198.51.100.0/25",  # inside a route via the LAN's router
+        "127.0.0.0/8",  # loopback
+        "fd70::/16",  # bmx7's underlay: a routing loop
+        f"{primary_address(other)}/128",  # another node's primary address
+        "::/0",  # covers fd70::/16 and fd77::/16
+        "203.0.113.0/24",  # nobody's: granted
+    ]
+    bmx7.receive(hostile, format_announcement(hostile_key, 40456, asked))
+    before = host.exec("ip", "route", "show", "table", "all", "dev", "eth0").stdout
+    result = host.run_json("apply")
+    refused = {r["reason"].split("network ")[1].split()[0] for r in result["refused"]}
+    assert refused == set(asked) - {"203.0.113.0/24"}
+    assert allowed_ips(host)[hostile_key] == {f"{tunnel_address(hostile)}/128", "203.0.113.0/24"}
+    assert not any(r.startswith(("192.0.2", "198.51", "127.", "fd70", "default")) for r in mesh_routes(host))
+    assert host.exec("ip", "route", "show", "table", "all", "dev", "eth0").stdout == before
+    assert host.run_json("apply")["changed"] is False
+
+
+def test_a_node_announcing_our_own_key_is_refused(node: tuple[Host, FakeBmx7]) -> None:
+    host, bmx7 = node
+    mesh_config(host, bmx7, trust="all", accept='"10.0.0.0/8"')
+    mimic = node_id()
+    bmx7.receive(mimic, format_announcement(host.public_key, 40456, ["10.3.0.0/16"]))
+    result = host.run_json("apply")
+    assert [(r["node_id"], r["reason"]) for r in result["refused"]] == [
+        (mimic, f"mesh: refused node {mimic[:8]}: announces this node's own public key")
+    ]
+    assert allowed_ips(host) == {}
+    assert "refused node" in host.run("plan").stdout
+
+
+def test_a_foreign_link_with_our_alias_is_never_deleted(node: tuple[Host, FakeBmx7]) -> None:
+    host, _ = node
+    host.write_config(
+        f'[interface.{host.ifname}]\nbackend = "userspace"\nprivate_key_file = "{host.key_path}"\n'
+    )
+    host.exec("ip", "link", "add", "br-forged", "type", "bridge")
+    host.exec("ip", "tuntap", "add", "dev", "tun-forged", "mode", "tun")
+    for link in ("br-forged", "tun-forged"):
+        host.exec("ip", "link", "set", link, "alias", "managed-by=bmx7-wg")
+    result = host.run_json("apply")
+    assert {a["interface"] for a in result["actions"]} == {host.ifname}
+    host.run("down")
+    assert {"br-forged", "tun-forged"} <= set(host.links())
+    assert host.ifname not in host.links()
+
+
+def test_another_namespaces_device_of_the_same_name_is_not_ours(tmp_path: Path) -> None:
+    # /run/wireguard is shared by every namespace: a wireguard-go wg0 in A has its socket
+    # where B's bmx7-wg looks for a wg0. Before, a plain TUN named wg0 in B was taken for
+    # A's device: `apply` in B adopted it and replaced A's key and peers.
+    lab = Lab(tmp_path, 2)
+    lab.make_keys()
+    try:
+        a, b = lab.hosts
+        name = a.ifname
+        a.write_config(lab.config_for(a, backend="userspace", peers=[b]))
+        a.run("apply")
+        dump = a.exec("wg", "show", name, "dump").stdout
+        b.ifname = name
+        b.write_config(lab.config_for(b, backend="userspace", peers=[a]))
+
+        b.exec("ip", "tuntap", "add", "dev", name, "mode", "tun")
+        for verb in ("plan", "apply"):
+            proc = b.run(verb, check=False)
+            assert proc.returncode == 4, proc.stdout + proc.stderr
+            assert "not a WireGuard interface" in proc.stderr
+        assert a.exec("wg", "show", name, "dump").stdout == dump
+
+        # Without a link in B: a conflict at once, A's daemon untouched.
+        b.exec("ip", "link", "del", name)
+        started = time.monotonic()
+        proc = b.run("apply", check=False)
+        assert proc.returncode == 4, proc.stdout + proc.stderr
+        assert "another network namespace" in proc.stderr
+        assert time.monotonic() - started < 10
+        assert name not in b.links()
+        assert a.exec("wg", "show", name, "dump").stdout == dump
+        assert a.run_json("apply")["changed"] is False
+    finally:
+        lab.close()
+
+
+def service_caps() -> str:
+    """The capabilities systemd/bmx7-wg.service leaves the service (and the wireguard-go
+    it starts), as setpriv's --bounding-set."""
+    unit = Path(__file__).resolve().parents[2] / "systemd" / "bmx7-wg.service"
+    line = next(x for x in unit.read_text().splitlines() if x.startswith("CapabilityBoundingSet="))
+    return ",".join(["-all"] + [f"+{c.lower().removeprefix('cap_')}" for c in line.split("=", 1)[1].split()])
+
+
+def test_the_services_capabilities_are_enough_for_300_peers(tmp_path: Path) -> None:
+    lab = Lab(tmp_path, 2)
+    lab.make_keys()
+    try:
+        a, b = lab.hosts
+        extra = "".join(
+            f'[[interface.{a.ifname}.peer]]\npublic_key = "{pubkey()}"\n'
+            f'allowed_ips = ["10.88.{i // 250}.{i % 250}/32"]\n'
+            for i in range(299)
+        )
+        a.write_config(lab.config_for(a, backend="userspace", port=443) + extra)
+        b.write_config(lab.config_for(b, backend="userspace", port=443))
+        b.run("apply")
+
+        def confined(*args: str) -> subprocess.CompletedProcess[str]:
+            cmd = ["ip", "netns", "exec", a.ns, "setpriv", f"--bounding-set={service_caps()}", "--",
+                   *bmx7_wg_command(), "-c", str(a.config_path), *args]  # fmt: skip
+            return subprocess.run(cmd, capture_output=True, text=True, env=child_env(), timeout=120)
+
+        proc = confined("apply")
+        assert proc.returncode == 0, proc.stderr
+        assert len(a.exec("wg", "show", a.ifname, "peers").stdout.split()) == 300
+        assert a.ping(b.tunnel_ip)
+        assert "no changes" in confined("apply").stdout
+        # Without CAP_NET_BIND_SERVICE wireguard-go could not bind port 443.
+        proc = confined("down")
+        assert proc.returncode == 0, proc.stderr
+        assert a.ifname not in a.links()
+    finally:
+        lab.close()

@@ -432,10 +432,31 @@ def kernel_has_wireguard() -> bool:
     """Whether the running kernel has WireGuard: loaded, built in, or installed as a module.
 
     Reads files only: it never loads a module (a netlink probe could, via autoloading).
+    Except where the module directory is hidden, as systemd's ProtectKernelModules= does
+    for the service: there it asks for WireGuard's generic netlink family, which makes
+    the kernel load the module if it has one (the service would load it anyway, by
+    creating its first WireGuard link).
     """
     release = os.uname().release
     module_dirs = [Path("/lib/modules") / release, Path("/usr/lib/modules") / release]
-    return _wireguard_available(Path("/sys/module"), module_dirs, Path("/proc/config.gz"))
+    if _wireguard_available(Path("/sys/module"), module_dirs, Path("/proc/config.gz")):
+        return True
+    if any(_hidden(d) for d in module_dirs):
+        from bmx7_wg.wireguard.kernel import available
+
+        return available()
+    return False
+
+
+def _hidden(directory: Path) -> bool:
+    """Whether the directory exists but this process may not look inside."""
+    try:
+        os.listdir(directory)
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    return False
 
 
 def _wireguard_available(sys_module: Path, module_dirs: Iterable[Path], config_gz: Path) -> bool:

@@ -16,7 +16,10 @@ the namespace's addresses and routes):
   policy does not accept; a payload that does not parse; a public key claimed by more
   than one node (every claimant is refused: the file names are authenticated, so one of
   them copied a key it cannot hold, and we cannot tell which).
-- one network, the peer kept: a network that overlaps fd77::/16 (tunnel addresses come
+- one network, the peer kept: a network no tunnel can carry (inside loopback,
+  link-local, multicast, 0.0.0.0/8, the unspecified or broadcast address, or with a
+  zone index: WireGuard refuses "fe80::%eth0/64" and the whole device change with it);
+  a network that overlaps fd77::/16 (tunnel addresses come
   only from node ids) or fd70::/16 (bmx7's own underlay: routing it into the tunnel
   would loop); a network outside `accept_networks`; a network that overlaps (equals,
   contains or lies inside) a network another node announces. That last rule is what
@@ -226,7 +229,11 @@ def mesh_peers(
         for text in ann.networks:
             net = _net(text)
             prefixes = sorted({p for _, p in underlay.overlapping(net)})
-            if prefixes:
+            local = _not_routable(text, net)
+            if local:
+                if not quiet:
+                    refuse(node_id, f"{local} has no meaning in a tunnel; network ignored", text)
+            elif prefixes:
                 which = " and ".join(prefixes)
                 plural = "es" if len(prefixes) > 1 else ""
                 if not quiet:
@@ -263,6 +270,29 @@ def mesh_peers(
 
     refusals.sort(key=lambda r: (r.node_id, r.network or ""))
     return MeshView(tuple(peers), tuple(refusals))
+
+
+# Networks no tunnel can carry: what lies inside one of them (a covering network, such as
+# a default route, is fine: the host's own more specific routes win there).
+_NOT_ROUTABLE = _Overlaps((_net(n), why) for n, why in (
+    ("0.0.0.0/8", "this host's network (0.0.0.0/8)"),
+    ("127.0.0.0/8", "loopback"),
+    ("169.254.0.0/16", "a link-local network"),
+    ("224.0.0.0/4", "multicast"),
+    ("255.255.255.255/32", "broadcast"),
+    ("::/128", "the unspecified address"),
+    ("::1/128", "loopback"),
+    ("fe80::/10", "a link-local network"),
+    ("ff00::/8", "multicast"),
+))
+
+
+def _not_routable(text: str, net: Network) -> str | None:
+    """Why `net` cannot go through a tunnel at all, or None."""
+    if "%" in text:
+        return "a network with a zone index"  # fe80::%eth0/64 names one link of the sender's
+    inside = (why for outer, why in _NOT_ROUTABLE.overlapping(net) if outer.prefixlen <= net.prefixlen)
+    return next(inside, None)
 
 
 def _contest(claims: _Overlaps, net: Network, node_id: str) -> str | None:

@@ -304,9 +304,9 @@ def test_held_peers_without_node_ids_are_checked_too() -> None:
 # --- properties: for any set of announcements ---------------------------------------------
 
 V4_POOL = ["0.0.0.0/0", "10.0.0.0/8", "10.1.0.0/16", "10.1.0.0/17", "10.1.128.0/17", "10.1.2.0/24",
-           "10.2.0.0/16", "10.1.2.3/32", "192.168.0.0/16", "192.168.1.0/24"]
+           "10.2.0.0/16", "10.1.2.3/32", "192.168.0.0/16", "192.168.1.0/24", "169.254.1.0/24"]
 V6_POOL = ["::/0", "2001:db8::/32", "2001:db8:1::/48", "2001:db8:1:2::/64", "fd00::/8", "fd70::/16",
-           "fd77::/16", "2001:db8:1:2::5/128"]
+           "fd77::/16", "2001:db8:1:2::5/128", "fe80::/64"]
 IDS = [N1, N2, N3, "A" * 56, "B" * 56, "C" * 56]
 KEYS = [encode_key(bytes([i]) * 32) for i in range(1, 8)]
 announcements = st.lists(
@@ -338,12 +338,14 @@ def test_no_accepted_network_overlaps_another_nodes_claim(
     # Claims: what a trusted node announces that this node would route to it were it alone.
     claims = [(node, n) for node, _, nets in anns if node not in denied for n in nets
               if not _overlap(n, "fd70::/16") and not _overlap(n, "fd77::/16")
+              and not _inside(n, "fe80::/10") and not _inside(n, "169.254.0.0/16")
               and any(_inside(n, a) for a in accept)]
     for peer in view.peers:
         assert peer.node_id is not None
         for mine in networks_of(view)[peer.node_id]:
             assert not any(node != peer.node_id and _overlap(mine, n) for node, n in claims), (mine, claims)
             assert not _overlap(mine, "fd70::/16") and not _overlap(mine, "fd77::/16")
+            assert not _inside(mine, "fe80::/10") and not _inside(mine, "169.254.0.0/16")
             assert any(_inside(mine, a) for a in accept)
     # Every network announced by a peer is either given to it or listed as refused.
     given_or_refused = {(r.node_id, r.network) for r in view.refusals}
@@ -370,3 +372,18 @@ def test_no_kept_network_overlaps_what_this_node_holds(
     for nets in networks_of(kept).values():
         for mine in nets:
             assert not any(_overlap(mine, h) for h in held), (mine, held)
+
+
+def test_networks_no_tunnel_can_carry_are_refused() -> None:
+    nets = ("fe80::%eth0/64", "fe80::/64", "169.254.0.0/16", "127.0.0.1/32", "224.0.0.0/4", "ff02::/16",
+            "0.0.0.0/8", "10.1.0.0/16", "2001:db8::/32")
+    view = mesh_peers(N1, [(G, ann(K2, nets=nets))], ALL, ["0.0.0.0/0", "fe80::/10", "ff00::/8", "2000::/3"])
+    assert networks_of(view) == {G: {"10.1.0.0/16", "2001:db8::/32"}}
+    why = {r.network: r.reason for r in view.refusals}
+    assert why["fe80::%eth0/64"] == "a network with a zone index has no meaning in a tunnel; network ignored"
+    assert why["fe80::/64"] == "a link-local network has no meaning in a tunnel; network ignored"
+    assert why["127.0.0.1/32"].startswith("loopback")
+    assert set(why) == set(nets) - {"10.1.0.0/16", "2001:db8::/32"}
+    # A default route covers them, and is no more refused for it.
+    view = mesh_peers(N1, [(G, ann(K2, nets=("0.0.0.0/0",)))], ALL, ["0.0.0.0/0"])
+    assert networks_of(view) == {G: {"0.0.0.0/0"}}

@@ -19,9 +19,9 @@ the namespace's addresses and routes):
 - one network, the peer kept: a network no tunnel can carry (inside loopback,
   link-local, multicast, 0.0.0.0/8, the unspecified or broadcast address, or with a
   zone index: WireGuard refuses "fe80::%eth0/64" and the whole device change with it);
-  a network that overlaps fd77::/16 (tunnel addresses come
-  only from node ids) or fd70::/16 (bmx7's own underlay: routing it into the tunnel
-  would loop); a network outside `accept_networks`; a network that overlaps (equals,
+  a network that overlaps fd77::/16 (tunnel addresses come only from node ids) or
+  fd70::/16 (bmx7's own underlay: routing it into the tunnel would loop); a network
+  outside `accept_networks`; a network that overlaps (equals,
   contains or lies inside) a network another node announces. That last rule is what
   stops capture: WireGuard sends a packet to the peer with the longest matching
   allowed-ip, so a node that got a more specific network, or a covering one next to a

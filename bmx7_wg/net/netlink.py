@@ -28,7 +28,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TypedDict
 
-from bmx7_wg.errors import ApplyError, BackendUnavailable
+from bmx7_wg.errors import ApplyError, BackendUnavailable, Bmx7WgError
 from bmx7_wg.net import rtnl
 
 IFF_UP = 0x1
@@ -442,9 +442,13 @@ def kernel_has_wireguard() -> bool:
     if _wireguard_available(Path("/sys/module"), module_dirs, Path("/proc/config.gz")):
         return True
     if any(_hidden(d) for d in module_dirs):
-        from bmx7_wg.wireguard.kernel import available
+        from bmx7_wg.wireguard.kernel import KernelWireGuard
 
-        return available()
+        try:
+            KernelWireGuard().close()  # opening WireGuard's generic netlink family
+        except Bmx7WgError:
+            return False
+        return True
     return False
 
 

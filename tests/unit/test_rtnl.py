@@ -291,3 +291,46 @@ def test_wireguard_probe_finds_it(tmp_path: Path, where: str) -> None:
 
 def test_kernel_has_wireguard_is_a_plain_bool() -> None:
     assert isinstance(kernel_has_wireguard(), bool)
+
+
+@pytest.mark.parametrize("kernel_answers", [True, False])
+def test_a_hidden_module_directory_asks_generic_netlink(
+    monkeypatch: pytest.MonkeyPatch, kernel_answers: bool
+) -> None:
+    # systemd's ProtectKernelModules= makes /usr/lib/modules unreadable for the service.
+    from bmx7_wg.net import netlink
+    from bmx7_wg.wireguard import kernel
+
+    class Probe:
+        opened = 0
+
+        def __init__(self) -> None:
+            Probe.opened += 1
+            if not kernel_answers:
+                raise kernel.KernelWireGuardUnavailable("kernel", "open", "no WireGuard")
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(netlink, "_wireguard_available", lambda *a: False)
+    monkeypatch.setattr(kernel, "KernelWireGuard", Probe)
+    monkeypatch.setattr(netlink, "_hidden", lambda d: False)
+    assert kernel_has_wireguard() is False and Probe.opened == 0
+    monkeypatch.setattr(netlink, "_hidden", lambda d: True)
+    assert kernel_has_wireguard() is kernel_answers and Probe.opened == 1
+
+
+def test_hidden_means_present_but_unreadable(tmp_path: Path) -> None:
+    from bmx7_wg.net.netlink import _hidden
+
+    assert not _hidden(tmp_path) and not _hidden(tmp_path / "missing")
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0)
+    # As the service sees it: root without CAP_DAC_OVERRIDE (its bounding set) cannot look in.
+    code = f"from bmx7_wg.net.netlink import _hidden; assert _hidden({str(locked)!r})"
+    cmd = [sys.executable, "-c", code]
+    if os.geteuid() == 0:
+        cmd = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--", *cmd]
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    assert proc.returncode == 0, proc.stderr

@@ -17,8 +17,7 @@ the namespace's addresses and routes):
   than one node (every claimant is refused: the file names are authenticated, so one of
   them copied a key it cannot hold, and we cannot tell which).
 - one network, the peer kept: a network no tunnel can carry (inside loopback,
-  link-local, multicast, 0.0.0.0/8, the unspecified or broadcast address, or with a
-  zone index: WireGuard refuses "fe80::%eth0/64" and the whole device change with it);
+  link-local, multicast, 0.0.0.0/8, the unspecified or broadcast address);
   a network that overlaps fd77::/16 (tunnel addresses come only from node ids) or
   fd70::/16 (bmx7's own underlay: routing it into the tunnel would loop); a network
   outside `accept_networks`; a network that overlaps (equals,
@@ -229,7 +228,7 @@ def mesh_peers(
         for text in ann.networks:
             net = _net(text)
             prefixes = sorted({p for _, p in underlay.overlapping(net)})
-            local = _not_routable(text, net)
+            local = _not_routable(net)
             if local:
                 if not quiet:
                     refuse(node_id, f"{local} has no meaning in a tunnel; network ignored", text)
@@ -287,10 +286,9 @@ _NOT_ROUTABLE = _Overlaps((_net(n), why) for n, why in (
 ))
 
 
-def _not_routable(text: str, net: Network) -> str | None:
-    """Why `net` cannot go through a tunnel at all, or None."""
-    if "%" in text:
-        return "a network with a zone index"  # fe80::%eth0/64 names one link of the sender's
+def _not_routable(net: Network) -> str | None:
+    """Why `net` cannot go through a tunnel at all, or None. (A zoned network never gets
+    here: the announcement parser refuses it.)"""
     inside = (why for outer, why in _NOT_ROUTABLE.overlapping(net) if outer.prefixlen <= net.prefixlen)
     return next(inside, None)
 

@@ -616,11 +616,19 @@ def test_zoned_and_local_networks_among_good_ones(node: tuple[Host, FakeBmx7]) -
     host, bmx7 = node
     mesh_config(host, bmx7, trust="all", accept='"0.0.0.0/0", "fe80::/10", "ff00::/8", "2001:db8::/32"')
     sender, key = node_id(), pubkey()
-    bad = ["fe80::%eth0/64", "fe80::/64", "169.254.0.0/16", "224.0.0.0/4", "ff02::/16", "127.0.0.0/8"]
+    local = ["fe80::/64", "169.254.0.0/16", "224.0.0.0/4", "ff02::/16", "127.0.0.0/8"]
     good = ["10.4.0.0/16", "2001:db8:4::/48"]
-    bmx7.receive(sender, format_announcement(key, 40456, bad + good))
-    # Before, the zoned network reached wireguard-go, which refused the whole change (exit 5).
+    # A zoned network makes the whole announcement invalid (the parser refuses it). Before,
+    # it reached wireguard-go, which refused it and the whole device change (exit 5).
+    path = bmx7.receive(sender, format_announcement(key, 40456, local + good))
+    path.write_bytes(path.read_bytes() + b"net fe80::%eth0/64\n")
     result = host.run_json("apply")
-    assert {r["reason"].split("network ")[1].split()[0] for r in result["refused"]} == set(bad)
+    assert [r["node_id"] for r in result["refused"]] == [sender]
+    assert "zone" in result["refused"][0]["reason"]
+    assert key not in allowed_ips(host)
+    # Without it, the local networks go and the good ones stay.
+    bmx7.receive(sender, format_announcement(key, 40456, local + good))
+    result = host.run_json("apply")
+    assert {r["reason"].split("network ")[1].split()[0] for r in result["refused"]} == set(local)
     assert allowed_ips(host)[key] == {f"{tunnel_address(sender)}/128", *good}
     assert host.run_json("apply")["changed"] is False

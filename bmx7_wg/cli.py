@@ -6,8 +6,12 @@ Exit codes (also in --help, the README and bmx7-wg(8)):
   2  invalid configuration or key file; nothing was changed
   3  the WireGuard implementation asked for is not available; nothing was changed
   4  conflict: a name is taken by an interface bmx7-wg does not manage; nothing was changed
-  5  a change failed half-way; the message says what was done; the next apply repairs the rest
+  5  some changes failed (each named, with its reason); everything independent of them
+     was applied; the next apply retries the rest
+  6  the current state (links, routes, a WireGuard device) cannot be read; nothing was changed
+  7  another bmx7-wg held this network namespace's lock for over 10 s; nothing was changed
   64 usage error
+With apply, a failed change that has an exit code of its own (2, 3) gives that code.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from bmx7_wg import __version__
 from bmx7_wg.config.model import DEFAULT_CONFIG_PATH, Config
-from bmx7_wg.errors import Bmx7WgError, ConfigError, ConflictError, UsageError
+from bmx7_wg.errors import Bmx7WgError, ChangesFailed, ConfigError, ConflictError, UsageError
 
 if TYPE_CHECKING:
     from bmx7_wg.mesh.liveness import Liveness
@@ -196,47 +200,52 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
 
 def _reconcile(args: argparse.Namespace, *, check: bool, verb: str) -> int:
-    from bmx7_wg.engine import Engine
-    from bmx7_wg.mesh.session import mesh_inputs
+    from bmx7_wg.engine import Engine, reconcile
     from bmx7_wg.system import System
 
     cfg = _load(args)
-    mesh = mesh_inputs(cfg)
     resolve = _endpoint_resolver(cfg)
     with System() as system:
-        engine = Engine(system)
-        p = engine.make_plan(cfg, create_keys=not check, mesh=mesh.inputs, resolve=resolve)
-        mesh.add_refusals(p.refused)
-        if not check:
-            engine.apply(p, on_done=_log_done)
-        mesh.publish(p.desired, check=check)
-    result: dict[str, Any] = {"changed": bool(p.actions) or mesh.changed, "check": check}
+        r = reconcile(Engine(system), cfg, check=check, verb=verb, resolve=resolve, on_done=_log_done)
+    result: dict[str, Any] = {"changed": bool(r.actions), "check": check}
     if verb == "plan":
         del result["check"]
-    result["actions"] = [a.to_json() for a in p.actions] + mesh.actions_json()
-    if mesh.refusals:
-        result["refused"] = mesh.refusals_json()
-    bmx7 = mesh.bmx7_json(p.desired)
+    result["actions"] = [a.to_json() for a in r.actions]
+    if r.failures:
+        result["failed"] = [f.to_json() for f in r.failures]
+    if r.mesh.refusals:
+        result["refused"] = r.mesh.refusals_json()
+    bmx7 = r.mesh.bmx7_json(r.plan.desired)
     if bmx7 is not None:
         result["bmx7"] = bmx7
-    for line in mesh.describe_bmx7(p.desired):
+    for line in r.mesh.describe_bmx7(r.plan.desired):
         log.warning("%s", line)
     if args.json:
         _print_json(result)
-        return 0
-    lines = [a.describe() for a in p.actions] + mesh.describe()
-    for line in lines:
+    else:
+        _print_result(r.actions, r.mesh.describe_refusals(), check=check, verb=verb, failed=len(r.failures))
+    if r.failures:
+        # The failures, each with its resource and reason, go to stderr with the exit code.
+        raise ChangesFailed(r.failures, applied=len(r.actions))
+    return 0
+
+
+def _print_result(
+    actions: Sequence[Action], refusals: list[str], *, check: bool, verb: str, failed: int
+) -> None:
+    for a in actions:
+        print(a.describe())
+    for line in refusals:
         print(line)
-    for r in mesh.describe_refusals():
-        print(r)
-    if not result["changed"]:
+    if failed:
+        print(f"{len(actions)} change(s) applied, {failed} failed")
+    elif not actions:
         print("no changes")
     elif check:
         suffix = " (check mode: nothing was changed)" if verb == "apply" else ""
-        print(f"{len(lines)} change(s) pending{suffix}")
+        print(f"{len(actions)} change(s) pending{suffix}")
     else:
-        print(f"{len(lines)} change(s) applied")
-    return 0
+        print(f"{len(actions)} change(s) applied")
 
 
 def _endpoint_resolver(cfg: Config) -> Callable[[str, int], str | None]:
@@ -254,11 +263,12 @@ def _log_done(action: Action) -> None:
 
 def cmd_show(args: argparse.Namespace) -> int:
     from bmx7_wg import show
+    from bmx7_wg.engine import observe
     from bmx7_wg.system import System
 
     labels, bmx7 = _peer_labels(args)
     with System() as system:
-        observed = system.observe([args.interface] if args.interface else [], all_wireguard=True)
+        observed = observe(system, [args.interface] if args.interface else [], all_wireguard=True)
     if args.interface:
         if args.interface not in observed.interfaces:
             raise UsageError(f"show: no WireGuard interface named {args.interface}")
@@ -300,11 +310,13 @@ def _peer_labels(args: argparse.Namespace) -> tuple[dict[str, dict[str, str]], L
 
 
 def cmd_down(args: argparse.Namespace) -> int:
+    from bmx7_wg import lock
+    from bmx7_wg.engine import observe
     from bmx7_wg.plan.actions import DeleteLink
     from bmx7_wg.system import System
 
-    with System() as system:
-        observed = system.observe(args.interfaces)
+    with lock.held("down"), System() as system:
+        observed = observe(system, args.interfaces)
         targets = args.interfaces or sorted(n for n, i in observed.interfaces.items() if i.managed)
         for name in targets:
             iface = observed.interfaces.get(name)
@@ -313,12 +325,14 @@ def cmd_down(args: argparse.Namespace) -> int:
             if not iface.managed:
                 raise ConflictError(f"down: {name} is not managed by bmx7-wg; it is left alone")
         actions: list[Action] = [DeleteLink(n, reason="bmx7-wg down") for n in targets]
-        system.execute(actions, {})
-    from bmx7_wg.mesh.session import withdraw_announcements
+        outcome = system.execute(actions, {})
+        from bmx7_wg.mesh.session import withdraw_announcements
 
-    withdraw_announcements(args.config, targets)
-    for n in targets:
-        print(f"{n}: removed")
+        withdraw_announcements(args.config, targets)
+    for a in outcome.done:
+        print(f"{a.interface}: removed")
+    if outcome.failures:
+        raise ChangesFailed(outcome.failures, applied=len(outcome.done))
     return 0
 
 

@@ -1,43 +1,44 @@
 """One reconcile: configuration -> desired state -> plan against observed -> apply.
 
-The CLI verbs and the service all go through `Engine`; this module holds the order of
-the steps and the choices that need the live system (keys, backend, names).
+The CLI verbs and the service all go through `reconcile()`; this module holds the order
+of the steps and the choices that need the live system (keys, backend, names).
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import os
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
-from bmx7_wg import keys
+from bmx7_wg import keys, lock
 from bmx7_wg.config.fastip import canonical_address
 from bmx7_wg.config.model import Config, InterfaceConfig
-from bmx7_wg.errors import BackendUnavailable, KeyFileError
+from bmx7_wg.errors import ApplyError, BackendUnavailable, KeyFileError, StateReadError
 from bmx7_wg.mesh.nodeid import MESH_NETWORK
 from bmx7_wg.mesh.view import Refusal, keep_clear, reservations
 from bmx7_wg.plan.actions import Action
-from bmx7_wg.plan.desired import InterfaceInputs, desired_state
+from bmx7_wg.plan.desired import InterfaceInputs, MeshInputs, Resolver, desired_state
+from bmx7_wg.plan.execute import Failure, Outcome
 from bmx7_wg.plan.planner import plan
-from bmx7_wg.plan.state import DesiredState, Implementation, ObservedInterface, ObservedState, Peer
+from bmx7_wg.plan.state import (
+    DesiredState,
+    Implementation,
+    ObservedAnnouncement,
+    ObservedInterface,
+    ObservedState,
+)
 from bmx7_wg.system import System
 
+if TYPE_CHECKING:
+    from bmx7_wg.mesh.grace import MeshGrace
+    from bmx7_wg.mesh.session import MeshSession
+
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class MeshInputs:
-    """What the mesh contributes to one interface (see meshview)."""
-
-    peers: tuple[Peer, ...] = ()
-    address: str | None = None
-    routes: tuple[str, ...] = ()
-    # bmx7 could not be read: keep the mesh peers and address the interface has, so a
-    # bmx7 restart or a slow control socket never tears the mesh down.
-    hold: bool = False
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,6 @@ class Plan:
     desired: DesiredState
     observed: ObservedState
     actions: list[Action]
-    new_key_files: tuple[str, ...] = ()  # key files apply creates (plan only)
     # Mesh peers and networks refused because they clash with this node (mesh.view.keep_clear).
     refused: tuple[Refusal, ...] = ()
 
@@ -125,28 +125,32 @@ class Engine:
         self,
         config: Config,
         *,
-        create_keys: bool,
         mesh: Mapping[str, MeshInputs] | None = None,
-        resolve: Callable[[str, int], str | None] = resolve_endpoint,
+        published: ObservedAnnouncement | None = None,
+        resolve: Resolver = resolve_endpoint,
     ) -> Plan:
+        """Read the system, build the desired state, compare. Writes nothing: a key file
+        that does not exist yet is a planned action (CreateKeyFile), not a key made now.
+
+        `resolve` turns a configured endpoint host into "ip:port" (the service passes
+        its own, cached one); `published` is this node's mesh announcement as it is now.
+        """
         declared = [i.name for i in config.interfaces]
-        observed = self.system.observe(declared)
+        observed = replace(observe(self.system, declared), announcement=published)
         inputs: dict[str, InterfaceInputs] = {}
-        new_files: list[str] = []
         refused: list[Refusal] = []
         for iface in config.interfaces:
             existing = observed.interfaces.get(iface.name)
             implementation = choose_implementation(iface, existing, _kernel_ok, _userspace_ok)
-            private_key, created = self._private_key(iface, existing, create_keys)
-            if created:
-                new_files.append(iface.private_key_file)
+            private_key, new_key_file = self._private_key(iface, existing)
             m = (mesh or {}).get(iface.name, MeshInputs())
             if m.hold:
                 m = _held_mesh(iface, existing)
             if m.peers:
                 host = observed.host
                 reserved = reservations(config.interfaces, host.addresses, host.routes, iface.name)
-                clear = keep_clear(m.peers, reserved, private_key.public_key())
+                own = private_key.public_key() if private_key is not None else None
+                clear = keep_clear(m.peers, reserved, own)
                 m = replace(m, peers=clear.peers)
                 refused.extend(clear.refusals)
             inputs[iface.name] = InterfaceInputs(
@@ -156,39 +160,95 @@ class Engine:
                 mesh_peers=m.peers,
                 mesh_address=m.address,
                 mesh_routes=m.routes,
+                new_key_file=new_key_file,
+                publish=m.publish,
             )
         desired = desired_state(config, inputs, resolve)
-        return Plan(desired, observed, plan(desired, observed), tuple(new_files), tuple(refused))
+        return Plan(desired, observed, plan(desired, observed), tuple(refused))
 
-    def apply(self, p: Plan, on_done: Callable[[Action], None] = lambda a: None) -> None:
+    def apply(self, p: Plan, on_done: Callable[[Action], None] = lambda a: None) -> Outcome:
         implementations = {d.name: d.implementation for d in p.desired.interfaces}
-        self.system.execute(p.actions, implementations, on_done)
+        return self.system.execute(p.actions, implementations, on_done)
 
     def _private_key(
-        self, iface: InterfaceConfig, existing: ObservedInterface | None, create: bool
-    ) -> tuple[keys.PrivateKey, bool]:
-        """The interface's private key, and whether a key file is still to be created."""
+        self, iface: InterfaceConfig, existing: ObservedInterface | None
+    ) -> tuple[keys.PrivateKey | None, str | None]:
+        """The interface's private key; or None and the key file that apply will create."""
         if iface.key == "session":
             if iface.name in self.session_keys:
-                return self.session_keys[iface.name], False
+                return self.session_keys[iface.name], None
             # A one-shot command keeps the key the device already has: only the service
             # makes a new session key, once, when it starts.
             if existing is not None and existing.device is not None and existing.device.private_key:
-                return existing.device.private_key, False
+                return existing.device.private_key, None
             key = keys.PrivateKey.generate()
             self.session_keys[iface.name] = key
-            return key, False
+            return key, None
         path = iface.private_key_file
         try:
-            return keys.read_key_file(path), False
+            return keys.read_key_file(path), None
         except KeyFileError:
             if os.path.lexists(path):
                 raise
-        if create:
-            log.info("created private key file %s (mode 0600)", path)
-            return keys.create_key_file(path), False
-        # Planning only: stand in a fresh key so the plan shows what apply will do.
-        return keys.PrivateKey.generate(), True
+        return None, path
+
+
+@dataclass(frozen=True)
+class Reconciled:
+    """What one reconcile planned and, unless in check mode, what came of it."""
+
+    plan: Plan
+    outcome: Outcome | None  # None: check mode, nothing was tried
+    mesh: MeshSession
+
+    @property
+    def actions(self) -> list[Action]:
+        """What was done (apply), or what would be done (check mode)."""
+        return self.plan.actions if self.outcome is None else self.outcome.done
+
+    @property
+    def failures(self) -> list[Failure]:
+        return [] if self.outcome is None else self.outcome.failures
+
+
+def reconcile(
+    engine: Engine,
+    config: Config,
+    *,
+    check: bool,
+    verb: str,
+    resolve: Resolver = resolve_endpoint,
+    grace: MeshGrace | None = None,
+    on_mesh: Callable[[MeshSession], None] = lambda m: None,
+    on_done: Callable[[Action], None] = lambda a: None,
+) -> Reconciled:
+    """One reconcile, for `plan`, `apply` and the service alike: read the mesh and the
+    system, plan, and (unless `check`) carry the plan out under this network namespace's
+    lock (`verb` says who holds it). Failed actions are in the result, not raised: the
+    caller reports them (cli: exit 5) or retries (the service).
+
+    The service passes `grace` (recently vanished mesh peers are kept, mesh/grace.py),
+    its cached `resolve`, and `on_mesh`, called with what was read of the mesh before
+    planning (it follows bmx7's restarts there).
+    """
+    from bmx7_wg.mesh.session import mesh_inputs
+
+    with contextlib.nullcontext() if check else lock.held(verb):
+        mesh = mesh_inputs(config, grace=grace)
+        on_mesh(mesh)
+        p = engine.make_plan(config, mesh=mesh.inputs, published=mesh.published, resolve=resolve)
+        mesh.add_refusals(p.refused)
+        outcome = None if check else engine.apply(p, on_done)
+    return Reconciled(p, outcome, mesh)
+
+
+def observe(system: System, declared: Iterable[str], *, all_wireguard: bool = False) -> ObservedState:
+    """The system's state; a failure to read it is a StateReadError (nothing was changed),
+    not a change that failed half-way."""
+    try:
+        return system.observe(declared, all_wireguard=all_wireguard)
+    except ApplyError as exc:
+        raise StateReadError(f"cannot read the current state: {exc}; nothing was changed") from exc
 
 
 def _held_mesh(iface: InterfaceConfig, existing: ObservedInterface | None) -> MeshInputs:

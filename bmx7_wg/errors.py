@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 
 class Bmx7WgError(Exception):
@@ -47,7 +49,8 @@ class ConflictError(Bmx7WgError):
 
 
 class ApplyError(Bmx7WgError):
-    """A change failed half-way. Names what failed and what was already done."""
+    """A change could not be made. The boundaries (netlink, the WireGuard device,
+    wireguard-go) raise subclasses of it that name the interface and the operation."""
 
     exit_code = 5
 
@@ -57,6 +60,64 @@ class ApplyError(Bmx7WgError):
         if self.done:
             detail += f" (already done: {len(self.done)} change(s); the next apply repairs the rest)"
         super().__init__(detail)
+
+
+class ResourceConflict(ApplyError):
+    """A change clashes with something bmx7-wg does not own (a foreign route or address
+    in the way). Only that change fails; bmx7-wg never removes what it did not make."""
+
+
+class Unreachable(ApplyError):
+    """The boundary itself does not answer (a vanished or hung WireGuard device): every
+    other change to it would fail alike, so none is tried one by one."""
+
+
+class ChangesFailed(ApplyError):
+    """Some changes of an apply failed; everything independent of them was made.
+
+    `failures` are the executor's records (each names its resource and reason); the exit
+    code is that of the first failure with a meaning of its own (an unavailable backend
+    stays 3, a key file that cannot be written 2), else 5."""
+
+    # 1 is "unexpected" and 5 this error's own: neither says more than 5.
+    _GENERIC = frozenset({1, 5})
+
+    def __init__(self, failures: Sequence[FailureRecord], applied: int) -> None:
+        self.failures = tuple(failures)
+        self.applied = applied
+        lines = [
+            f"{len(self.failures)} change(s) failed, {applied} applied; the next apply retries the rest:"
+        ]
+        lines += [f"  {f.describe()}" for f in self.failures]
+        super().__init__("\n".join(lines))
+        self.exit_code = next(
+            (
+                f.error.exit_code
+                for f in self.failures
+                if f.error is not None and f.error.exit_code not in self._GENERIC
+            ),
+            ApplyError.exit_code,
+        )
+
+
+class FailureRecord(Protocol):
+    @property
+    def error(self) -> Bmx7WgError | None: ...
+
+    def describe(self) -> str: ...
+
+
+class StateReadError(Bmx7WgError):
+    """The current state (links, addresses, routes, a WireGuard device) cannot be read.
+    Nothing was changed. The boundary's own error is the `__cause__`."""
+
+    exit_code = 6
+
+
+class LockBusy(Bmx7WgError):
+    """Another bmx7-wg holds the lock of this network namespace for too long."""
+
+    exit_code = 7
 
 
 class KeyFileError(Bmx7WgError):

@@ -6,26 +6,34 @@ and routes; the UAPI socket (wireguard-go) or generic netlink (kernel) for the d
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from bmx7_wg.errors import ApplyError, Bmx7WgError
+from bmx7_wg.errors import KeyFileError, ResourceConflict
+from bmx7_wg.keys import PrivateKey
 from bmx7_wg.plan.actions import (
     Action,
     AddAddress,
     AddRoute,
     AdoptLink,
+    CreateKeyFile,
     CreateLink,
     DeleteLink,
     DeviceChange,
+    PublishAnnouncement,
+    RegisterSms,
     RemoveAddress,
     RemoveRoute,
     SetMtu,
+    SetPrivateKey,
     SetUp,
 )
+from bmx7_wg.plan.execute import Outcome, execute
 from bmx7_wg.plan.state import (
     OWNER_ALIAS,
     ROUTE_PROTO,
@@ -160,38 +168,30 @@ class System:
         actions: list[Action],
         implementations: Mapping[str, Implementation],
         on_done: Callable[[Action], None] = lambda a: None,
-    ) -> None:
-        """Run actions in order. Device actions for one interface go out as one change.
+    ) -> Outcome:
+        """Carry out actions in order (see plan/execute.py): device actions of one interface
+        go out as one change; a failure fails only its action and what needs it. Errors
+        keep their type in the outcome's failures; nothing is raised for them."""
+        new_keys: dict[str, PrivateKey] = {}  # key file -> the key CreateKeyFile wrote
 
-        On failure raises ApplyError naming what failed and what was already done; what is
-        done stays done (the next apply plans only the rest)."""
-        done: list[Action] = []  # described only for an error: 10,000 peers are 10,000 texts
+        def step(batch: list[Action]) -> list[Action]:
+            batch = [_with_new_key(a, new_keys) for a in batch]
+            first = batch[0]
+            if first.device:
+                change = DeviceChange.collect(first.interface, batch)
+                self.device(implementations[first.interface]).apply(change)
+            elif isinstance(first, CreateKeyFile):
+                from bmx7_wg import keys
 
-        def finished(batch: list[Action]) -> None:
-            for a in batch:
-                done.append(a)
-                on_done(a)
+                new_keys[first.path] = keys.create_key_file(first.path)
+                log.info("created private key file %s (mode 0600)", first.path)
+            elif isinstance(first, (PublishAnnouncement, RegisterSms)):
+                _publish(first)
+            else:
+                self._apply_link(first)
+            return batch
 
-        i = 0
-        while i < len(actions):
-            action = actions[i]
-            j = i + 1
-            if action.device:
-                while j < len(actions) and actions[j].device and actions[j].interface == action.interface:
-                    j += 1
-            batch = actions[i:j]
-            try:
-                if action.device:
-                    change = DeviceChange.collect(action.interface, batch)
-                    self.device(implementations[action.interface]).apply(change)
-                else:
-                    self._apply_link(action)
-            except Bmx7WgError as exc:
-                raise ApplyError(
-                    f"{exc} (while trying: {_summary(batch)})", [a.describe() for a in done]
-                ) from None
-            finished(batch)
-            i = j
+        return execute(actions, step, on_done)
 
     def _apply_link(self, action: Action) -> None:
         nl = self.netlink
@@ -222,17 +222,51 @@ class System:
         elif isinstance(action, RemoveAddress):
             nl.remove_address(name, action.address)
         elif isinstance(action, AddRoute):
-            nl.add_route(name, action.network, ROUTE_PROTO)
+            from bmx7_wg.net.netlink import NetlinkOperationError
+
+            try:
+                nl.add_route(name, action.network, ROUTE_PROTO)
+            except NetlinkOperationError as exc:
+                if exc.errno != errno.EEXIST:
+                    raise
+                # Ours would have been seen (and left alone): this one is not bmx7-wg's.
+                raise ResourceConflict(
+                    f"{name}: cannot add route {action.network}: another route to "
+                    f"{action.network} is in the way (one bmx7-wg does not own, or one "
+                    "through another interface); bmx7-wg leaves it alone"
+                ) from exc
         elif isinstance(action, RemoveRoute):
             nl.remove_route(name, action.network, ROUTE_PROTO)
         else:  # pragma: no cover - every action kind is handled above
             raise TypeError(f"unknown action {action!r}")
 
 
-def _summary(batch: list[Action]) -> str:
-    """The changes of a failed step in words: a device batch can hold thousands of peers,
-    and a message must stay readable, so at most three are named."""
-    described = [a.describe().split(": ", 1)[-1] for a in batch[:3]]
-    if len(batch) > 3:
-        described.append(f"and {len(batch) - 3} more")
-    return ", ".join(described)
+def _with_new_key(action: Action, new_keys: Mapping[str, PrivateKey]) -> Action:
+    """The action with the key its key file got in this apply (planning knew only the file)."""
+    if isinstance(action, SetPrivateKey) and action.private_key is None and action.key_file:
+        key = _new_key(action.key_file, new_keys)
+        return replace(action, private_key=key, public_key=key.public_key())
+    if isinstance(action, PublishAnnouncement) and action.public_key is None and action.key_file:
+        return replace(action, public_key=_new_key(action.key_file, new_keys).public_key())
+    return action
+
+
+def _new_key(path: str, new_keys: Mapping[str, PrivateKey]) -> PrivateKey:
+    try:
+        return new_keys[path]
+    except KeyError:
+        raise KeyFileError(f"{path}: the key file was not created in this apply") from None
+
+
+def _publish(action: PublishAnnouncement | RegisterSms) -> None:
+    from bmx7_wg.mesh.bmx7 import Bmx7Runtime
+
+    runtime = Bmx7Runtime(action.runtime_dir)
+    if isinstance(action, RegisterSms):
+        runtime.register_sms(action.sms)
+        return
+    from bmx7_wg.mesh.announce import format_announcement
+
+    if action.public_key is None:
+        raise KeyFileError(f"{action.interface}: no public key to announce")
+    runtime.publish(action.sms, format_announcement(action.public_key, action.listen_port, action.networks))

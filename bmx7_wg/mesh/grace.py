@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
 from bmx7_wg.config.model import DEFAULT_GRACE
-from bmx7_wg.engine import MeshInputs
+from bmx7_wg.plan.desired import MeshInputs
 from bmx7_wg.plan.state import Peer
 
 # node id -> why the trust policy refuses it now (None: accepted)

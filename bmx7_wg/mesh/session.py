@@ -1,8 +1,9 @@
 """Mesh mode glue: what BMX7 contributes to one reconcile.
 
-Reads (through bmx7.py) this node's id, the received announcements and bmx7's trust,
-turns them into peers (mesh/view.py), and after the device is configured publishes this
-node's own announcement. Without `mesh = true` interfaces it does nothing at all.
+Reads (through bmx7.py) this node's id, the received announcements, bmx7's trust and
+what this node publishes now; turns them into peers (mesh/view.py) and the inputs of the
+desired state. Publishing is planned (plan/planner.py) and carried out by system.py like
+any other change. Without `mesh = true` interfaces it does nothing at all.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bmx7_wg.config.model import Bmx7Config, Config, InterfaceConfig
-from bmx7_wg.engine import MeshInputs
 from bmx7_wg.errors import Bmx7WgError
-from bmx7_wg.mesh.announce import AnnouncementError, format_announcement, parse_announcement
+from bmx7_wg.mesh.announce import MAX_SIZE as ANNOUNCEMENT_MAX_SIZE
+from bmx7_wg.mesh.announce import AnnouncementError, parse_announcement
 from bmx7_wg.mesh.bmx7 import (
     Bmx7Runtime,
     Bmx7Unavailable,
@@ -29,27 +30,10 @@ from bmx7_wg.mesh.grace import HoldEvent, MeshGrace
 from bmx7_wg.mesh.liveness import Liveness
 from bmx7_wg.mesh.nodeid import MESH_NETWORK, tunnel_address
 from bmx7_wg.mesh.view import Refusal, TrustPolicy, mesh_peers
-from bmx7_wg.plan.state import DesiredState
+from bmx7_wg.plan.desired import MeshInputs, Publication
+from bmx7_wg.plan.state import Announcement, DesiredState, ObservedAnnouncement
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class MeshChange:
-    """A change to what this node publishes through bmx7 (not a WireGuard change)."""
-
-    interface: str
-    kind: str  # "publish_announcement" | "register_sms"
-    detail: dict[str, Any]
-
-    def to_json(self) -> dict[str, Any]:
-        return {"interface": self.interface, "action": self.kind, **self.detail}
-
-    def describe(self) -> str:
-        extra = " ".join(
-            f"{k}={','.join(map(str, v)) if isinstance(v, list) else v}" for k, v in self.detail.items()
-        )
-        return f"{self.interface}: {self.kind.replace('_', ' ')} {extra}".rstrip()
 
 
 @dataclass
@@ -61,67 +45,21 @@ class MeshSession:
     node: NodeInfo | None = None
     inputs: dict[str, MeshInputs] = field(default_factory=dict)
     refusals: list[tuple[str, str]] = field(default_factory=list)  # (node id, message)
-    changes: list[MeshChange] = field(default_factory=list)
     trust_dir: str | None = None  # the trusted-nodes directory in force, to watch
     # bmx7's configured options, asked once per reconcile (trust and SMS registration both
     # need them; each ask is a control-socket round trip).
     parameters: tuple[Parameter, ...] | None = None
     liveness: Liveness | None = None  # whether bmx7 answered (None: no mesh interface)
     holds: list[HoldEvent] = field(default_factory=list)  # grace periods started or ended now
-
-    @property
-    def changed(self) -> bool:
-        return bool(self.changes)
-
-    def publish(self, desired: DesiredState, *, check: bool) -> None:
-        """Publish this node's announcement (key, port, networks) and make sure bmx7
-        carries it. In check mode only record what would change."""
-        if self.bmx7 is None or self.interface is None or self.node is None:
-            return
-        iface = next((d for d in desired.interfaces if d.name == self.interface.name), None)
-        if iface is None:
-            return
-        port = iface.listen_port or 0
-        public_key = iface.private_key.public_key()
-        data = format_announcement(public_key, port, self.interface.announce_networks)
-        runtime = Bmx7Runtime(self.bmx7.runtime_dir)
-        name = self.bmx7.announce
-        path = os.path.join(runtime.send_dir, name)
-        try:
-            # Never through a symlink: sendSms/ is bmx7's directory, not a way to read others.
-            current = read_capped(path, len(data))
-        except ValueError:
-            current = b""
-        try:
-            if current != data:
-                detail: dict[str, Any] = {
-                    "sms": name,
-                    "public_key": public_key,
-                    "listen_port": port,
-                    "networks": list(self.interface.announce_networks),
-                }
-                if not check:
-                    runtime.publish(name, data)
-                self.changes.append(MeshChange(iface.name, "publish_announcement", detail))
-            if name not in runtime.registered_sms(self.parameters):
-                if not check:
-                    runtime.register_sms(name)
-                self.changes.append(MeshChange(iface.name, "register_sms", {"sms": name}))
-        except Bmx7WgError as exc:
-            log.warning("%s: cannot publish the mesh announcement: %s", iface.name, exc)
+    # What this node publishes now (the planner compares it with what it should publish).
+    published: ObservedAnnouncement | None = None
 
     def add_refusals(self, refusals: Iterable[Refusal]) -> None:
         """Refusals decided later in the reconcile (mesh.view.keep_clear, in the engine)."""
         self.refusals.extend((r.node_id, r.describe()) for r in refusals)
 
-    def actions_json(self) -> list[dict[str, Any]]:
-        return [c.to_json() for c in self.changes]
-
     def refusals_json(self) -> list[dict[str, Any]]:
         return [{"node_id": n, "reason": r} for n, r in self.refusals]
-
-    def describe(self) -> list[str]:
-        return [c.describe() for c in self.changes]
 
     def describe_refusals(self) -> list[str]:
         return [r for _, r in self.refusals]
@@ -154,6 +92,24 @@ class MeshSession:
             out["reason"] = self.liveness.reason
             out["kept_peers"] = self.kept_peers(desired)
         return out
+
+
+def _published(
+    runtime: Bmx7Runtime, name: str, parameters: tuple[Parameter, ...] | None
+) -> ObservedAnnouncement:
+    """This node's announcement as bmx7 has it: the sendSms file (parsed) and whether the
+    name is registered (None: bmx7's options could not be read). What cannot be read
+    counts as absent: apply then writes it."""
+    announcement = None
+    try:
+        # Never through a symlink: sendSms/ is bmx7's directory, not a way to read others.
+        data = read_capped(os.path.join(runtime.send_dir, name), ANNOUNCEMENT_MAX_SIZE)
+        parsed = parse_announcement(data)
+        announcement = Announcement(parsed.public_key, parsed.port, parsed.networks)
+    except (ValueError, AnnouncementError):
+        pass
+    registered = None if parameters is None else name in runtime.registered_sms(parameters)
+    return ObservedAnnouncement(name, announcement, registered)
 
 
 def mesh_interface(config: Config) -> InterfaceConfig | None:
@@ -218,7 +174,9 @@ def mesh_inputs(config: Config, *, grace: MeshGrace | None = None) -> MeshSessio
         peers=view.peers,
         address=f"{tunnel_address(own)}/128",
         routes=(MESH_NETWORK,),
+        publish=Publication(config.bmx7.runtime_dir, config.bmx7.announce),
     )
+    session.published = _published(runtime, config.bmx7.announce, session.parameters)
     if grace is not None:
         refused = frozenset(n for n, _ in session.refusals)
         session.inputs = grace.hold(session.inputs, refused, policy.refusal)

@@ -2,6 +2,10 @@
 
 No action carries key material in its repr or its JSON: a private key travels in a
 field excluded from both.
+
+Each action names the resource it changes (`resource`) and the resources it needs
+(`needs`): when an action fails, the executor skips only the actions that need what
+failed (a peer's route needs its link, not another peer), and applies the rest.
 """
 
 from __future__ import annotations
@@ -22,6 +26,16 @@ class Action:
 
     def details(self) -> dict[str, Any]:
         return {}
+
+    @property
+    def resource(self) -> str:
+        """What this action changes, in words ("wg0 route 10.9.1.0/24")."""
+        return f"{self.interface} {self.kind.split('_', 1)[-1].replace('_', ' ')}"
+
+    @property
+    def needs(self) -> tuple[str, ...]:
+        """Resources that must not have failed for this action to be tried."""
+        return (self.interface,)
 
     def to_json(self) -> dict[str, Any]:
         return {"interface": self.interface, "action": self.kind, **self.details()}
@@ -50,6 +64,10 @@ class CreateLink(Action):
     def details(self) -> dict[str, Any]:
         return {"backend": self.implementation}
 
+    @property
+    def resource(self) -> str:
+        return self.interface
+
     def describe(self) -> str:
         return f"{self.interface}: create link ({self.implementation} WireGuard)"
 
@@ -60,11 +78,23 @@ class AdoptLink(Action):
 
     kind: ClassVar[str] = "adopt_link"
 
+    @property
+    def resource(self) -> str:
+        return self.interface
+
 
 @dataclass(frozen=True)
 class DeleteLink(Action):
     reason: str = ""
     kind: ClassVar[str] = "delete_link"
+
+    @property
+    def resource(self) -> str:
+        return self.interface
+
+    @property
+    def needs(self) -> tuple[str, ...]:
+        return ()
 
     def details(self) -> dict[str, Any]:
         return {"reason": self.reason} if self.reason else {}
@@ -89,16 +119,49 @@ class SetUp(Action):
 
 @dataclass(frozen=True)
 class SetPrivateKey(Action):
+    # None (and public_key "") while `key_file` is still to be created: the executor
+    # takes the key that CreateKeyFile made.
     private_key: PrivateKey | None = field(default=None, repr=False)
     public_key: str = ""
+    key_file: str | None = None
     kind: ClassVar[str] = "set_private_key"
     device: ClassVar[bool] = True
 
+    @property
+    def needs(self) -> tuple[str, ...]:
+        return (self.interface, f"key file {self.key_file}") if self.key_file else (self.interface,)
+
     def details(self) -> dict[str, Any]:
+        if self.key_file and not self.public_key:
+            return {"public_key": None, "key_file": self.key_file}
         return {"public_key": self.public_key}
 
     def describe(self) -> str:
+        if self.key_file and not self.public_key:
+            return f"{self.interface}: set private key (the new key of {self.key_file})"
         return f"{self.interface}: set private key (public key {self.public_key})"
+
+
+@dataclass(frozen=True)
+class CreateKeyFile(Action):
+    """Write a new private key to a key file that does not exist (mode 0600)."""
+
+    path: str = ""
+    kind: ClassVar[str] = "create_key_file"
+
+    @property
+    def resource(self) -> str:
+        return f"key file {self.path}"
+
+    @property
+    def needs(self) -> tuple[str, ...]:
+        return ()
+
+    def details(self) -> dict[str, Any]:
+        return {"path": self.path}
+
+    def describe(self) -> str:
+        return f"{self.interface}: create key file {self.path} (a new private key, mode 0600)"
 
 
 @dataclass(frozen=True)
@@ -146,6 +209,10 @@ class AddPeer(Action):
     kind: ClassVar[str] = "add_peer"
     device: ClassVar[bool] = True
 
+    @property
+    def resource(self) -> str:
+        return f"{self.interface} peer {self.peer.public_key}"
+
     def details(self) -> dict[str, Any]:
         return {"peer": _peer_json(self.peer)}
 
@@ -160,6 +227,10 @@ class UpdatePeer(Action):
     kind: ClassVar[str] = "update_peer"
     device: ClassVar[bool] = True
 
+    @property
+    def resource(self) -> str:
+        return f"{self.interface} peer {self.peer.public_key}"
+
     def details(self) -> dict[str, Any]:
         return {"peer": _peer_json(self.peer), "changed": list(self.changed)}
 
@@ -172,6 +243,10 @@ class RemovePeer(Action):
     public_key: str = ""
     kind: ClassVar[str] = "remove_peer"
     device: ClassVar[bool] = True
+
+    @property
+    def resource(self) -> str:
+        return f"{self.interface} peer {self.public_key}"
 
     def details(self) -> dict[str, Any]:
         return {"public_key": self.public_key}
@@ -189,6 +264,10 @@ class AddAddress(Action):
     address: str = ""
     kind: ClassVar[str] = "add_address"
 
+    @property
+    def resource(self) -> str:
+        return f"{self.interface} address {self.address}"
+
     def details(self) -> dict[str, Any]:
         return {"address": self.address}
 
@@ -197,6 +276,10 @@ class AddAddress(Action):
 class RemoveAddress(Action):
     address: str = ""
     kind: ClassVar[str] = "remove_address"
+
+    @property
+    def resource(self) -> str:
+        return f"{self.interface} address {self.address}"
 
     def details(self) -> dict[str, Any]:
         return {"address": self.address}
@@ -207,6 +290,15 @@ class AddRoute(Action):
     network: str = ""
     kind: ClassVar[str] = "add_route"
 
+    @property
+    def resource(self) -> str:
+        return f"{self.interface} route {self.network}"
+
+    @property
+    def needs(self) -> tuple[str, ...]:
+        # The kernel refuses a route on a link that is down.
+        return (self.interface, f"{self.interface} up")
+
     def details(self) -> dict[str, Any]:
         return {"network": self.network}
 
@@ -216,8 +308,71 @@ class RemoveRoute(Action):
     network: str = ""
     kind: ClassVar[str] = "remove_route"
 
+    @property
+    def resource(self) -> str:
+        return f"{self.interface} route {self.network}"
+
     def details(self) -> dict[str, Any]:
         return {"network": self.network}
+
+
+@dataclass(frozen=True)
+class PublishAnnouncement(Action):
+    """Write this node's announcement to bmx7's sendSms directory."""
+
+    runtime_dir: str = field(default="", compare=True)
+    sms: str = ""
+    public_key: str | None = None  # None: the key apply creates (see CreateKeyFile)
+    listen_port: int = 0
+    networks: tuple[str, ...] = ()
+    key_file: str | None = None  # where the new key comes from, when public_key is None
+    kind: ClassVar[str] = "publish_announcement"
+
+    @property
+    def resource(self) -> str:
+        return f"sms {self.sms}"
+
+    @property
+    def needs(self) -> tuple[str, ...]:
+        # Never announce a key or a port the device did not take.
+        needs = (self.interface, f"{self.interface} private key", f"{self.interface} listen port")
+        return needs + ((f"key file {self.key_file}",) if self.key_file else ())
+
+    def details(self) -> dict[str, Any]:
+        return {
+            "sms": self.sms,
+            "public_key": self.public_key,
+            "listen_port": self.listen_port,
+            "networks": list(self.networks),
+        }
+
+    def describe(self) -> str:
+        key = self.public_key or f"(the new key of {self.key_file})"
+        networks = ",".join(self.networks) or "(none)"
+        return (
+            f"{self.interface}: publish announcement sms={self.sms} public_key={key} "
+            f"listen_port={self.listen_port} networks={networks}"
+        )
+
+
+@dataclass(frozen=True)
+class RegisterSms(Action):
+    """Tell bmx7 to publish the announcement's SMS name (`syncSms=NAME`)."""
+
+    runtime_dir: str = ""
+    sms: str = ""
+    kind: ClassVar[str] = "register_sms"
+
+    @property
+    def resource(self) -> str:
+        return f"sms {self.sms} registration"
+
+    @property
+    def needs(self) -> tuple[str, ...]:
+        return ()
+
+    def details(self) -> dict[str, Any]:
+        return {"sms": self.sms}
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,14 @@ from dataclasses import dataclass
 from bmx7_wg.config.fastip import Network, canonical_network
 from bmx7_wg.config.model import Config, InterfaceConfig, PeerConfig
 from bmx7_wg.keys import PresharedKey, PrivateKey
-from bmx7_wg.plan.state import DesiredInterface, DesiredState, Implementation, Peer
+from bmx7_wg.plan.state import (
+    Announcement,
+    DesiredAnnouncement,
+    DesiredInterface,
+    DesiredState,
+    Implementation,
+    Peer,
+)
 
 log = logging.getLogger(__name__)
 
@@ -23,19 +30,64 @@ _DEFAULT_ROUTES = frozenset({"0.0.0.0/0", "::/0"})
 
 
 @dataclass(frozen=True)
+class Publication:
+    """Where this node's mesh announcement goes: bmx7's runtime directory and SMS name."""
+
+    runtime_dir: str
+    sms: str
+
+
+@dataclass(frozen=True)
+class MeshInputs:
+    """What the mesh contributes to one interface (see mesh/session.py)."""
+
+    peers: tuple[Peer, ...] = ()
+    address: str | None = None
+    routes: tuple[str, ...] = ()
+    # bmx7 could not be read: keep the mesh peers and address the interface has, so a
+    # bmx7 restart or a slow control socket never tears the mesh down.
+    hold: bool = False
+    publish: Publication | None = None  # None: bmx7's node is not known, publish nothing
+
+
+@dataclass(frozen=True)
 class InterfaceInputs:
     """What an interface's desired state needs besides its configuration."""
 
     implementation: Implementation
-    private_key: PrivateKey
+    private_key: PrivateKey | None  # None: `new_key_file` is created by apply
     preshared_keys: Mapping[str, PresharedKey]  # preshared_key_file path -> key
     mesh_peers: tuple[Peer, ...] = ()
     mesh_address: str | None = None  # "fd77:.../128": this node's tunnel address
     mesh_routes: tuple[str, ...] = ()  # e.g. ("fd77::/16",)
+    new_key_file: str | None = None
+    publish: Publication | None = None
 
 
 def desired_state(config: Config, inputs: Mapping[str, InterfaceInputs], resolve: Resolver) -> DesiredState:
-    return DesiredState(tuple(desired_interface(i, inputs[i.name], resolve) for i in config.interfaces))
+    interfaces = tuple(desired_interface(i, inputs[i.name], resolve) for i in config.interfaces)
+    announcement = None
+    for iface, want in zip(config.interfaces, interfaces, strict=True):
+        publish = inputs[iface.name].publish
+        if publish is not None:
+            announcement = DesiredAnnouncement(
+                interface=iface.name,
+                runtime_dir=publish.runtime_dir,
+                sms=publish.sms,
+                announcement=Announcement(
+                    public_key=want.private_key.public_key() if want.private_key is not None else None,
+                    listen_port=want.listen_port or 0,
+                    networks=_announced(iface.announce_networks),
+                ),
+            )
+    return DesiredState(interfaces, announcement)
+
+
+def _announced(networks: Iterable[str]) -> tuple[str, ...]:
+    """Canonical and in the announcement format's order (version, address, length), so that
+    it compares equal to what a published announcement parses to."""
+    nets = {ipaddress.ip_network(n, strict=False) for n in networks}
+    return tuple(str(n) for n in sorted(nets, key=lambda n: (n.version, int(n.network_address), n.prefixlen)))
 
 
 def desired_interface(iface: InterfaceConfig, inputs: InterfaceInputs, resolve: Resolver) -> DesiredInterface:
@@ -63,6 +115,7 @@ def desired_interface(iface: InterfaceConfig, inputs: InterfaceInputs, resolve: 
         addresses=frozenset(addresses),
         routes=frozenset(minimal_routes(routes, addresses)),
         peers=peers,
+        new_key_file=inputs.new_key_file if inputs.private_key is None else None,
     )
 
 

@@ -15,8 +15,11 @@ from bmx7_wg.plan.actions import (
     AddPeer,
     AddRoute,
     AdoptLink,
+    CreateKeyFile,
     CreateLink,
     DeleteLink,
+    PublishAnnouncement,
+    RegisterSms,
     RemoveAddress,
     RemovePeer,
     RemoveRoute,
@@ -42,11 +45,21 @@ EMPTY_DEVICE = Device()
 def plan(desired: DesiredState, observed: ObservedState) -> list[Action]:
     """Return the actions that turn `observed` into `desired`, in the order to run them.
 
+    The order makes a plan converge in one apply: what frees a resource runs before what
+    takes it. Key files first; then links that go (a renamed interface's old link frees
+    its listen port, addresses and routes); then routes and addresses that go; then each
+    interface's link, device, addresses and routes, an interface that takes a listen port
+    after the one that gives it up; the mesh announcement last, once the device has the
+    key and port it announces.
+
     Raises ConflictError when a declared name is taken by something that is not a
     WireGuard interface: bmx7-wg never deletes what it did not create.
     """
-    actions: list[Action] = []
     declared = {d.name for d in desired.interfaces}
+    new_keys: list[Action] = []
+    deletes: list[Action] = []
+    releases: list[Action] = []
+    setups: dict[str, list[Action]] = {}
     for want in sorted(desired.interfaces, key=lambda d: d.name):
         if want.name in observed.sockets_elsewhere and want.name not in observed.interfaces:
             raise ConflictError(
@@ -54,29 +67,69 @@ def plan(desired: DesiredState, observed: ObservedState) -> list[Action]:
                 "(its control socket in /run/wireguard is shared by all namespaces); bmx7-wg "
                 "does not touch it (rename the interface in the configuration)"
             )
-        actions.extend(_plan_interface(want, observed.interfaces.get(want.name)))
+        if want.private_key is None and want.new_key_file:
+            new_keys.append(CreateKeyFile(want.name, path=want.new_key_file))
+        delete, release, setup = _plan_interface(want, observed.interfaces.get(want.name))
+        deletes += delete
+        releases += release
+        setups[want.name] = setup
     for name in sorted(observed.interfaces):
         have = observed.interfaces[name]
         if have.managed and name not in declared:
-            actions.append(DeleteLink(name, reason="no longer in the configuration"))
-    return actions
+            deletes.append(DeleteLink(name, reason="no longer in the configuration"))
+    deleted = {a.interface for a in deletes}
+    actions = new_keys + deletes + releases
+    for name in port_order(desired, observed, deleted):
+        actions += setups[name]
+    return actions + _plan_announcement(desired, observed)
 
 
-def _plan_interface(want: DesiredInterface, have: ObservedInterface | None) -> list[Action]:
+def port_order(desired: DesiredState, observed: ObservedState, deleted: set[str]) -> list[str]:
+    """Declared interface names, each one that takes a listen port after the interface that
+    gives it up (name order otherwise). A swap of ports between two interfaces is a cycle:
+    those keep name order, and one of them fails until the other has moved."""
+    wanted = {d.name: d.listen_port for d in desired.interfaces}
+    holder: dict[int, str] = {}
+    for name, have in observed.interfaces.items():
+        if name in deleted or have.device is None or not have.device.listen_port:
+            continue
+        held = have.device.listen_port
+        if name in wanted and wanted[name] not in (None, held):
+            holder[held] = name  # gives `held` up
+    after: dict[str, set[str]] = {name: set() for name in wanted}  # name -> who must go first
+    for name, port in wanted.items():
+        first = holder.get(port) if port is not None else None
+        if first is not None and first != name:
+            after[name].add(first)
+    order: list[str] = []
+    left = sorted(wanted)
+    while left:
+        ready = [n for n in left if not after[n] - set(order)]
+        if not ready:
+            ready = left[:1]  # a cycle: keep name order
+        order.append(ready[0])
+        left.remove(ready[0])
+    return order
+
+
+def _plan_interface(
+    want: DesiredInterface, have: ObservedInterface | None
+) -> tuple[list[Action], list[Action], list[Action]]:
+    """(link deletions, releases of addresses and routes, everything else) for one interface."""
     name = want.name
     if have is not None and have.implementation is None:
         raise ConflictError(
             f"{name}: an interface of that name exists and is not a WireGuard interface; "
             "bmx7-wg does not touch it (rename the interface in the configuration)"
         )
-    actions: list[Action] = []
+    deletes: list[Action] = []
     if have is not None and have.implementation != want.implementation:
         if not have.managed:
             raise ConflictError(
                 f"{name}: exists as a {have.implementation} WireGuard interface not managed by "
                 f"bmx7-wg, but the configuration asks for backend {want.implementation}"
             )
-        actions.append(
+        deletes.append(
             DeleteLink(
                 name,
                 reason=f"backend changes from {have.implementation} to {want.implementation}",
@@ -84,22 +137,27 @@ def _plan_interface(want: DesiredInterface, have: ObservedInterface | None) -> l
         )
         have = None
     if have is None:
-        actions.append(CreateLink(name, implementation=want.implementation))
-        return actions + _configure(want, None)
+        return deletes, [], [CreateLink(name, implementation=want.implementation), *_configure(want, None)]
+    setup: list[Action] = []
     if not have.managed:
-        actions.append(AdoptLink(name))
-    return actions + _configure(want, have)
+        setup.append(AdoptLink(name))
+    releases: list[Action] = [RemoveRoute(name, network=n) for n in sorted(have.routes - want.routes)]
+    releases += [RemoveAddress(name, address=a) for a in sorted(have.addresses - want.addresses)]
+    return deletes, releases, setup + _configure(want, have)
 
 
 def _configure(want: DesiredInterface, have: ObservedInterface | None) -> list[Action]:
-    """Actions for an interface that exists (have) or is being created (have is None)."""
+    """What an interface that exists (have) or is being created (have is None) takes:
+    its settings, device, addresses and routes (releases are planned apart, earlier)."""
     name = want.name
     actions: list[Action] = []
     device = have.device if have is not None and have.device is not None else EMPTY_DEVICE
     if have is None or have.mtu != want.mtu:
         actions.append(SetMtu(name, mtu=want.mtu))
 
-    if device.private_key is None or device.private_key.clamped != want.private_key.clamped:
+    if want.private_key is None:
+        actions.append(SetPrivateKey(name, key_file=want.new_key_file))
+    elif device.private_key is None or device.private_key.clamped != want.private_key.clamped:
         actions.append(
             SetPrivateKey(name, private_key=want.private_key, public_key=want.private_key.public_key())
         )
@@ -110,18 +168,41 @@ def _configure(want: DesiredInterface, have: ObservedInterface | None) -> list[A
     actions.extend(_plan_peers(name, want.peers, device.peers))
 
     have_addresses = have.addresses if have is not None else frozenset()
-    for address in sorted(have_addresses - want.addresses):
-        actions.append(RemoveAddress(name, address=address))
     for address in sorted(want.addresses - have_addresses):
         actions.append(AddAddress(name, address=address))
     if have is None or not have.up:
         actions.append(SetUp(name))
     # Routes need the link up (the kernel refuses a route on a down link).
     have_routes = have.routes if have is not None else frozenset()
-    for network in sorted(have_routes - want.routes):
-        actions.append(RemoveRoute(name, network=network))
     for network in sorted(want.routes - have_routes):
         actions.append(AddRoute(name, network=network))
+    return actions
+
+
+def _plan_announcement(desired: DesiredState, observed: ObservedState) -> list[Action]:
+    """Publish this node's mesh announcement and have bmx7 carry it, if either differs."""
+    want = desired.announcement
+    if want is None:
+        return []
+    have = observed.announcement if observed.announcement and observed.announcement.sms == want.sms else None
+    iface = next((d for d in desired.interfaces if d.name == want.interface), None)
+    key_file = iface.new_key_file if iface is not None and iface.private_key is None else None
+    actions: list[Action] = []
+    a = want.announcement
+    if have is None or have.announcement != a or a.public_key is None:
+        actions.append(
+            PublishAnnouncement(
+                want.interface,
+                runtime_dir=want.runtime_dir,
+                sms=want.sms,
+                public_key=a.public_key,
+                listen_port=a.listen_port,
+                networks=a.networks,
+                key_file=key_file,
+            )
+        )
+    if have is None or have.registered is False:
+        actions.append(RegisterSms(want.interface, runtime_dir=want.runtime_dir, sms=want.sms))
     return actions
 
 

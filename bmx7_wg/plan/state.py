@@ -62,13 +62,42 @@ class Device:
 class DesiredInterface:
     name: str
     implementation: Implementation
-    private_key: PrivateKey
+    # None: the key file `new_key_file` does not exist yet; apply creates it (planning
+    # never writes, and never shows a key that apply would not use).
+    private_key: PrivateKey | None
     listen_port: int | None  # None: leave to the device
     fwmark: int
     mtu: int
     addresses: frozenset[str]  # canonical interface strings "10.9.0.1/24"
     routes: frozenset[str]  # canonical network strings routed into the interface
     peers: Mapping[str, Peer]  # public key -> peer
+    new_key_file: str | None = None
+
+
+@dataclass(frozen=True)
+class Announcement:
+    """This node's mesh announcement as published through bmx7's SMS plugin."""
+
+    public_key: str | None  # None: the interface's key is created by this apply
+    listen_port: int
+    networks: tuple[str, ...]  # canonical CIDRs, sorted
+
+
+@dataclass(frozen=True)
+class DesiredAnnouncement:
+    interface: str
+    runtime_dir: str  # bmx7's runtime directory (holds sms/sendSms)
+    sms: str  # the SMS name bmx7 publishes it under
+    announcement: Announcement
+
+
+@dataclass(frozen=True)
+class ObservedAnnouncement:
+    sms: str
+    announcement: Announcement | None  # None: no file, or one that does not parse
+    # bmx7 is told to publish `sms` (syncSms); None: bmx7 cannot be asked now (not running),
+    # so there is nothing to register with until it answers again.
+    registered: bool | None
 
 
 @dataclass(frozen=True)
@@ -87,6 +116,7 @@ class ObservedInterface:
 @dataclass(frozen=True)
 class DesiredState:
     interfaces: tuple[DesiredInterface, ...]
+    announcement: DesiredAnnouncement | None = None
 
 
 @dataclass(frozen=True)
@@ -109,3 +139,4 @@ class ObservedState:
     # Declared names with no link here whose wireguard-go socket answers from another
     # network namespace (the socket directory is shared): not ours, and taken.
     sockets_elsewhere: frozenset[str] = frozenset()
+    announcement: ObservedAnnouncement | None = None

@@ -12,6 +12,7 @@ from typing import Any
 
 from bmx7_wg.errors import ConfigError
 from bmx7_wg.plan.actions import Action, AddPeer, RemovePeer, UpdatePeer
+from bmx7_wg.plan.execute import Failure
 
 log = logging.getLogger("bmx7_wg.service.events")
 
@@ -39,6 +40,19 @@ def config_rejected(config_path: str, error: ConfigError) -> None:
     """One CONFIG_REJECTED entry per problem, each with its file and line."""
     for d in error.diagnostics:
         emit(logging.ERROR, f"configuration rejected: {d}", CONFIG_REJECTED, config=config_path, line=d.line)
+
+
+def action_failed(failure: Failure, *, why: str = "") -> None:
+    """Log a change that failed (or was skipped, or clashed with something not ours)."""
+    emit(
+        logging.ERROR,
+        f"{failure.describe()}" + (f" ({why})" if why else ""),
+        APPLY_FAILED,
+        interface=failure.action.interface,
+        action=failure.action.kind,
+        resource=failure.resource,
+        status=failure.status,
+    )
 
 
 def action_done(action: Action, *, why: str = "") -> None:

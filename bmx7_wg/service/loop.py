@@ -23,13 +23,13 @@ import time
 
 from bmx7_wg.config import reader as config_reader
 from bmx7_wg.config.model import DEFAULT_GRACE, Config
-from bmx7_wg.engine import Engine
-from bmx7_wg.errors import Bmx7WgError, ConfigError
+from bmx7_wg.engine import Engine, reconcile
+from bmx7_wg.errors import Bmx7WgError, ChangesFailed, ConfigError
 from bmx7_wg.keys import PrivateKey
 from bmx7_wg.mesh import liveness
 from bmx7_wg.mesh.bmx7 import SOCKET_NAME, Bmx7Runtime
 from bmx7_wg.mesh.grace import MeshGrace
-from bmx7_wg.mesh.session import MeshSession, mesh_inputs, mesh_interface, watch_directories
+from bmx7_wg.mesh.session import MeshSession, mesh_interface, watch_directories
 from bmx7_wg.net.resolve import Resolver
 from bmx7_wg.plan.state import DesiredState, ObservedState, Peer
 from bmx7_wg.service import events
@@ -295,31 +295,37 @@ class Service:
         # Lookups run on threads; the plan takes the answers there are.
         self.resolver.request(self._endpoint_hosts())
         try:
-            mesh = mesh_inputs(self.config, grace=self.grace)
-            bmx7_change = self.bmx7.update(mesh.liveness) if mesh.liveness else None
-            if self.bmx7_socket_made and bmx7_change is None and mesh.liveness and mesh.liveness.answering:
-                bmx7_change = "restarted"
-            self.bmx7_socket_made = False
-            if bmx7_change in ("back", "restarted"):
-                self._log_bmx7_back(mesh, bmx7_change == "restarted")
-            plan = self.engine.make_plan(
-                self.config, create_keys=True, mesh=mesh.inputs, resolve=self.resolver
+            bmx7_change: str | None = None
+
+            def read_mesh(session: MeshSession) -> None:
+                nonlocal mesh, bmx7_change
+                mesh = session
+                bmx7_change = self.bmx7.update(session.liveness) if session.liveness else None
+                answering = session.liveness is not None and session.liveness.answering
+                if self.bmx7_socket_made and bmx7_change is None and answering:
+                    bmx7_change = "restarted"
+                self.bmx7_socket_made = False
+                if bmx7_change in ("back", "restarted"):
+                    self._log_bmx7_back(session, bmx7_change == "restarted")
+
+            result = reconcile(
+                self.engine,
+                self.config,
+                check=False,
+                verb="run",
+                resolve=self.resolver,
+                grace=self.grace,
+                on_mesh=read_mesh,
+                on_done=lambda a: events.action_done(a, why=why),
             )
-            mesh.add_refusals(plan.refused)
-            desired = plan.desired
+            desired = result.plan.desired
             if bmx7_change == "down":
-                self._log_bmx7_down(mesh, desired)
-            self.engine.apply(plan, on_done=lambda a: events.action_done(a, why=why))
-            mesh.publish(plan.desired, check=False)
-            for change in mesh.changes:
-                events.emit(
-                    logging.INFO,
-                    f"{change.describe()} ({why})",
-                    events.CHANGE_APPLIED,
-                    interface=change.interface,
-                    action=change.kind,
-                )
-            self.observed = self.system.observe([]) if plan.actions else plan.observed
+                self._log_bmx7_down(result.mesh, desired)
+            for failure in result.failures:
+                events.action_failed(failure, why=why)
+            if result.failures:
+                raise ChangesFailed(result.failures, applied=len(result.actions))
+            self.observed = self.system.observe([]) if result.actions else result.plan.observed
             self.failed = False
             self.schedule.cancel(RETRY)
         except Bmx7WgError as exc:

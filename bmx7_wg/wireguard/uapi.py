@@ -16,7 +16,7 @@ import socket
 import stat
 import time
 
-from bmx7_wg.errors import ApplyError
+from bmx7_wg.errors import ApplyError, Unreachable
 from bmx7_wg.keys import KEY_LEN, PresharedKey, PrivateKey
 from bmx7_wg.plan.actions import DeviceChange
 from bmx7_wg.plan.state import Device, Peer, PeerStats
@@ -59,7 +59,7 @@ class UapiError(ApplyError):
         super().__init__(f"{interface}: {message}" if interface else message, done)
 
 
-class DeviceUnreachable(UapiError):
+class DeviceUnreachable(UapiError, Unreachable):
     """No daemon answers on the device's socket (missing, stale, or hung)."""
 
 

@@ -138,9 +138,10 @@ CASES = [
         [want(peers={PEER_B.public_key: PEER_B}, routes=frozenset({"10.9.2.0/24"}))],
         [have()],
         [
+            # A route that goes is removed before anything is taken (it may be wanted elsewhere).
+            RemoveRoute("wg0", network="10.9.1.0/24"),
             RemovePeer("wg0", public_key=PEER_A.public_key),
             AddPeer("wg0", peer=PEER_B),
-            RemoveRoute("wg0", network="10.9.1.0/24"),
             AddRoute("wg0", network="10.9.2.0/24"),
         ],
     ),

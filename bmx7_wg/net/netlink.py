@@ -28,7 +28,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TypedDict
 
-from bmx7_wg.errors import ApplyError, BackendUnavailable, Bmx7WgError
+from bmx7_wg.errors import ApplyError, BackendUnavailable, Bmx7WgError, Unreachable
 from bmx7_wg.net import rtnl
 
 IFF_UP = 0x1
@@ -58,8 +58,9 @@ class NetlinkOperationError(ApplyError):
         self.errno = code
 
 
-class LinkNotFound(NetlinkOperationError):
-    """The named interface does not exist (or did not appear in time)."""
+class LinkNotFound(NetlinkOperationError, Unreachable):
+    """The named interface does not exist (or did not appear in time): nothing else on
+    it can be changed either."""
 
 
 class WireGuardUnsupported(NetlinkOperationError, BackendUnavailable):

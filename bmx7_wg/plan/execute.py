@@ -8,7 +8,8 @@ It is pure: tests drive it with a fake `step`.
   transaction). If the batch fails, each of its actions is tried alone, so that one peer
   the device refuses does not keep the others off, and the failure names that peer.
 - An action is skipped when a resource it needs failed (see `Action.needs`): a failed
-  link skips everything on it; a failed route skips nothing else.
+  link skips everything on it; a failed route skips nothing else. A link that vanished
+  or a device that does not answer (errors.Unreachable) fails its whole interface.
 """
 
 from __future__ import annotations
@@ -85,6 +86,8 @@ def execute(
     def record(action: Action, status: Status, reason: str, error: Bmx7WgError | None = None) -> None:
         outcome.failures.append(Failure(action, status, reason, error))
         failed.add(action.resource)
+        if isinstance(error, Unreachable):
+            failed.add(action.interface)  # a vanished link or a hung device: all of it
 
     def attempt(batch: list[Action]) -> Bmx7WgError | None:
         try:

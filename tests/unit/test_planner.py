@@ -13,8 +13,10 @@ from bmx7_wg.plan.actions import (
     AddPeer,
     AddRoute,
     AdoptLink,
+    CreateKeyFile,
     CreateLink,
     DeleteLink,
+    PublishAnnouncement,
     RemoveAddress,
     RemovePeer,
     RemoveRoute,
@@ -25,11 +27,15 @@ from bmx7_wg.plan.actions import (
     SetUp,
     UpdatePeer,
 )
+from bmx7_wg.plan.desired import Publication
 from bmx7_wg.plan.planner import plan
 from bmx7_wg.plan.state import (
+    Announcement,
+    DesiredAnnouncement,
     DesiredInterface,
     DesiredState,
     Device,
+    ObservedAnnouncement,
     ObservedInterface,
     ObservedState,
     Peer,
@@ -301,3 +307,132 @@ def test_one_changed_peer_among_10000_is_one_update() -> None:
     o = have(device=dev(peers=peers), addresses=frozenset({"fd00::1/64"}), routes=frozenset())
     actions = run([d], [o])
     assert actions == [UpdatePeer("wg0", peer=changed[key], changed=("persistent_keepalive",))]
+
+
+# -- order: what frees a resource runs before what takes it -----------------------
+
+
+def _kinds(actions: list[object]) -> list[tuple[str, str]]:
+    return [(a.interface, a.kind) for a in actions]  # type: ignore[attr-defined]
+
+
+def test_rename_deletes_the_old_link_before_the_new_one_takes_its_port() -> None:
+    # [interface.wga] renamed [interface.wgz], same listen port: wga must go first, or
+    # wgz's port is "already in use" at every apply.
+    old = have(name="wga", routes=frozenset(), addresses=frozenset({"10.9.0.1/24"}))
+    actions = run([want(name="wgz")], [old])
+    kinds = _kinds(actions)
+    assert kinds.index(("wga", "delete_link")) < kinds.index(("wgz", "create_link"))
+    assert kinds[0] == ("wga", "delete_link")
+
+
+def test_a_port_given_up_is_set_before_another_interface_takes_it() -> None:
+    # wga moves from 51820 to 51821; wgb (name order first otherwise) takes 51820.
+    wga = have(name="wga", device=dev(listen_port=51820))
+    wgb = have(name="wgb", device=dev(listen_port=51822))
+    # Named so that name order alone would put the taker first.
+    actions = run(
+        [want(name="wga", listen_port=51821), want(name="wgb", listen_port=51820)],
+        [wga, wgb],
+    )
+    assert actions == [SetListenPort("wga", listen_port=51821), SetListenPort("wgb", listen_port=51820)]
+    taker_first = run(
+        [want(name="wgb", listen_port=51821), want(name="wga", listen_port=51820)],
+        [replace(wga, name="wgb"), replace(wgb, name="wga")],
+    )
+    assert taker_first == [SetListenPort("wgb", listen_port=51821), SetListenPort("wga", listen_port=51820)]
+
+
+def test_a_port_swap_keeps_name_order() -> None:
+    wga = have(name="wga", device=dev(listen_port=1))
+    wgb = have(name="wgb", device=dev(listen_port=2))
+    actions = run([want(name="wga", listen_port=2), want(name="wgb", listen_port=1)], [wga, wgb])
+    assert _kinds(actions) == [("wga", "set_listen_port"), ("wgb", "set_listen_port")]
+
+
+def test_a_route_moving_between_interfaces_is_removed_before_it_is_added() -> None:
+    net = "10.9.9.0/24"
+    wga = have(name="wga", routes=frozenset({"10.9.1.0/24"}))
+    wgb = have(name="wgb", routes=frozenset({"10.9.1.0/24", net}))
+    actions = run(
+        [want(name="wga", routes=frozenset({"10.9.1.0/24", net})), want(name="wgb")], [wga, wgb]
+    )
+    assert actions == [RemoveRoute("wgb", network=net), AddRoute("wga", network=net)]
+
+
+def test_addresses_that_go_are_removed_before_any_interface_is_set_up() -> None:
+    wga = have(name="wga", addresses=frozenset())
+    wgb = have(name="wgb", addresses=frozenset({"10.9.0.1/24", "10.9.5.1/24"}))
+    actions = run([want(name="wga"), want(name="wgb")], [wga, wgb])
+    assert actions == [RemoveAddress("wgb", address="10.9.5.1/24"), AddAddress("wga", address="10.9.0.1/24")]
+
+
+# -- key files: planned, never written while planning ------------------------------
+
+
+def test_a_missing_key_file_is_a_planned_action_and_no_key_is_shown() -> None:
+    actions = run([want(private_key=None, new_key_file="/k/wg0.key")], [])
+    assert actions[0] == CreateKeyFile("wg0", path="/k/wg0.key")
+    set_key = next(a for a in actions if isinstance(a, SetPrivateKey))
+    assert set_key == SetPrivateKey("wg0", key_file="/k/wg0.key")
+    assert set_key.to_json() == {
+        "interface": "wg0",
+        "action": "set_private_key",
+        "public_key": None,
+        "key_file": "/k/wg0.key",
+    }
+    assert "the new key of /k/wg0.key" in set_key.describe()
+    # The key file comes before anything else, even a deletion.
+    gone = have(name="wgold")
+    assert run([want(private_key=None, new_key_file="/k/wg0.key")], [gone])[0] == CreateKeyFile(
+        "wg0", path="/k/wg0.key"
+    )
+
+
+# -- the mesh announcement: compared here like everything else ---------------------
+
+PUBLISH = Publication(runtime_dir="/run/bmx7", sms="wg-bmx7")
+
+
+def _announced(announcement: Announcement, registered: bool | None) -> tuple[DesiredState, ObservedState]:
+    desired = DesiredState(
+        (want(),),
+        DesiredAnnouncement(
+            "wg0", PUBLISH.runtime_dir, PUBLISH.sms, Announcement(KEY.public_key(), 51820, ())
+        ),
+    )
+    observed = ObservedState({"wg0": have()}, ObservedAnnouncement("wg-bmx7", announcement, registered))
+    return desired, observed
+
+
+def test_announcement_published_and_registered_is_left_alone() -> None:
+    assert plan(*_announced(Announcement(KEY.public_key(), 51820, ()), True)) == []
+
+
+def test_announcement_that_differs_is_published_and_an_unregistered_name_registered() -> None:
+    actions = plan(*_announced(Announcement(KEY.public_key(), 4000, ()), False))
+    assert [a.kind for a in actions] == ["publish_announcement", "register_sms"]
+    assert actions[0].to_json() == {
+        "interface": "wg0",
+        "action": "publish_announcement",
+        "sms": "wg-bmx7",
+        "public_key": KEY.public_key(),
+        "listen_port": 51820,
+        "networks": [],
+    }
+
+
+def test_no_registration_while_bmx7_cannot_be_asked() -> None:
+    assert plan(*_announced(Announcement(KEY.public_key(), 51820, ()), None)) == []
+
+
+def test_announcement_of_a_key_still_to_be_created_names_no_key() -> None:
+    desired = DesiredState(
+        (want(private_key=None, new_key_file="/k/wg0.key"),),
+        DesiredAnnouncement("wg0", "/run/bmx7", "wg-bmx7", Announcement(None, 51820, ())),
+    )
+    actions = plan(desired, ObservedState({}))
+    publish = actions[-2]
+    assert isinstance(publish, PublishAnnouncement)
+    assert publish.to_json()["public_key"] is None
+    assert publish.needs == ("wg0", "wg0 private key", "wg0 listen port", "key file /k/wg0.key")

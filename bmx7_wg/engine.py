@@ -128,12 +128,14 @@ class Engine:
         mesh: Mapping[str, MeshInputs] | None = None,
         published: ObservedAnnouncement | None = None,
         resolve: Resolver = resolve_endpoint,
+        check: bool = False,
     ) -> Plan:
         """Read the system, build the desired state, compare. Writes nothing: a key file
         that does not exist yet is a planned action (CreateKeyFile), not a key made now.
 
         `resolve` turns a configured endpoint host into "ip:port" (the service passes
         its own, cached one); `published` is this node's mesh announcement as it is now.
+        In `check` mode a session key that apply would make is not made either.
         """
         declared = [i.name for i in config.interfaces]
         observed = replace(observe(self.system, declared), announcement=published)
@@ -142,7 +144,7 @@ class Engine:
         for iface in config.interfaces:
             existing = observed.interfaces.get(iface.name)
             implementation = choose_implementation(iface, existing, _kernel_ok, _userspace_ok)
-            private_key, new_key_file = self._private_key(iface, existing)
+            private_key, new_key_file = self._private_key(iface, existing, check)
             m = (mesh or {}).get(iface.name, MeshInputs())
             if m.hold:
                 m = _held_mesh(iface, existing)
@@ -171,9 +173,10 @@ class Engine:
         return self.system.execute(p.actions, implementations, on_done)
 
     def _private_key(
-        self, iface: InterfaceConfig, existing: ObservedInterface | None
+        self, iface: InterfaceConfig, existing: ObservedInterface | None, check: bool
     ) -> tuple[keys.PrivateKey | None, str | None]:
-        """The interface's private key; or None and the key file that apply will create."""
+        """The interface's private key; or None and the key file that apply will create
+        (or, for a session key in check mode, None and None: apply makes one)."""
         if iface.key == "session":
             if iface.name in self.session_keys:
                 return self.session_keys[iface.name], None
@@ -181,6 +184,8 @@ class Engine:
             # makes a new session key, once, when it starts.
             if existing is not None and existing.device is not None and existing.device.private_key:
                 return existing.device.private_key, None
+            if check:
+                return None, None  # a key shown now would not be the one apply makes
             key = keys.PrivateKey.generate()
             self.session_keys[iface.name] = key
             return key, None
@@ -236,7 +241,9 @@ def reconcile(
     with contextlib.nullcontext() if check else lock.held(verb):
         mesh = mesh_inputs(config, grace=grace)
         on_mesh(mesh)
-        p = engine.make_plan(config, mesh=mesh.inputs, published=mesh.published, resolve=resolve)
+        p = engine.make_plan(
+            config, mesh=mesh.inputs, published=mesh.published, resolve=resolve, check=check
+        )
         mesh.add_refusals(p.refused)
         outcome = None if check else engine.apply(p, on_done)
     return Reconciled(p, outcome, mesh)

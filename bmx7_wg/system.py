@@ -243,7 +243,7 @@ class System:
 
 def _with_new_key(action: Action, new_keys: Mapping[str, PrivateKey]) -> Action:
     """The action with the key its key file got in this apply (planning knew only the file)."""
-    if isinstance(action, SetPrivateKey) and action.private_key is None and action.key_file:
+    if isinstance(action, SetPrivateKey) and action.private_key is None:
         key = _new_key(action.key_file, new_keys)
         return replace(action, private_key=key, public_key=key.public_key())
     if isinstance(action, PublishAnnouncement) and action.public_key is None and action.key_file:
@@ -251,11 +251,11 @@ def _with_new_key(action: Action, new_keys: Mapping[str, PrivateKey]) -> Action:
     return action
 
 
-def _new_key(path: str, new_keys: Mapping[str, PrivateKey]) -> PrivateKey:
-    try:
-        return new_keys[path]
-    except KeyError:
-        raise KeyFileError(f"{path}: the key file was not created in this apply") from None
+def _new_key(path: str | None, new_keys: Mapping[str, PrivateKey]) -> PrivateKey:
+    if path is None or path not in new_keys:
+        # Only a plan made in check mode lacks a key without a file: it is never executed.
+        raise KeyFileError(f"{path or 'session key'}: no key was made in this apply")
+    return new_keys[path]
 
 
 def _publish(action: PublishAnnouncement | RegisterSms) -> None:

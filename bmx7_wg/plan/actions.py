@@ -132,14 +132,17 @@ class SetPrivateKey(Action):
         return (self.interface, f"key file {self.key_file}") if self.key_file else (self.interface,)
 
     def details(self) -> dict[str, Any]:
-        if self.key_file and not self.public_key:
-            return {"public_key": None, "key_file": self.key_file}
-        return {"public_key": self.public_key}
+        if self.public_key:
+            return {"public_key": self.public_key}
+        # A key apply makes: from a key file it creates, or a new session key.
+        return {"public_key": None, "key_file": self.key_file} if self.key_file else {"public_key": None}
 
     def describe(self) -> str:
-        if self.key_file and not self.public_key:
+        if self.public_key:
+            return f"{self.interface}: set private key (public key {self.public_key})"
+        if self.key_file:
             return f"{self.interface}: set private key (the new key of {self.key_file})"
-        return f"{self.interface}: set private key (public key {self.public_key})"
+        return f"{self.interface}: set private key (a new session key)"
 
 
 @dataclass(frozen=True)
@@ -347,7 +350,7 @@ class PublishAnnouncement(Action):
         }
 
     def describe(self) -> str:
-        key = self.public_key or f"(the new key of {self.key_file})"
+        key = self.public_key or (f"(the new key of {self.key_file})" if self.key_file else "(a new key)")
         networks = ",".join(self.networks) or "(none)"
         return (
             f"{self.interface}: publish announcement sms={self.sms} public_key={key} "

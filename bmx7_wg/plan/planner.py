@@ -156,6 +156,7 @@ def _configure(want: DesiredInterface, have: ObservedInterface | None) -> list[A
         actions.append(SetMtu(name, mtu=want.mtu))
 
     if want.private_key is None:
+        # A key apply makes (a key file it creates, or a session key): none to compare or show.
         actions.append(SetPrivateKey(name, key_file=want.new_key_file))
     elif device.private_key is None or device.private_key.clamped != want.private_key.clamped:
         actions.append(

@@ -436,3 +436,9 @@ def test_announcement_of_a_key_still_to_be_created_names_no_key() -> None:
     assert isinstance(publish, PublishAnnouncement)
     assert publish.to_json()["public_key"] is None
     assert publish.needs == ("wg0", "wg0 private key", "wg0 listen port", "key file /k/wg0.key")
+
+
+def test_a_session_key_apply_would_make_is_not_shown_by_plan() -> None:
+    (set_key,) = [a for a in run([want(private_key=None)], []) if isinstance(a, SetPrivateKey)]
+    assert set_key.to_json() == {"interface": "wg0", "action": "set_private_key", "public_key": None}
+    assert set_key.describe() == "wg0: set private key (a new session key)"

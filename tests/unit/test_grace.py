@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from bmx7_wg.engine import MeshInputs
 from bmx7_wg.keys import PrivateKey
 from bmx7_wg.mesh.grace import MeshGrace, Remembered
+from bmx7_wg.plan.desired import MeshInputs
 from bmx7_wg.plan.state import Peer
 
 NODE_A = "A" * 56

@@ -41,7 +41,7 @@ def held(verb: str, *, wait: float = WAIT, directory: str | None = None) -> Iter
     LockBusy naming the holder."""
     path = lock_path(directory)
     try:
-        os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
     except OSError as exc:
         raise LockBusy(f"cannot create the lock directory {os.path.dirname(path)}: {exc.strerror}") from None
     fd = _acquire(path, wait)

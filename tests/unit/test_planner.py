@@ -401,7 +401,8 @@ def _announced(announcement: Announcement, registered: bool | None) -> tuple[Des
             "wg0", PUBLISH.runtime_dir, PUBLISH.sms, Announcement(KEY.public_key(), 51820, ())
         ),
     )
-    observed = ObservedState({"wg0": have()}, ObservedAnnouncement("wg-bmx7", announcement, registered))
+    published = ObservedAnnouncement("wg-bmx7", announcement, registered)
+    observed = ObservedState({"wg0": have()}, announcement=published)
     return desired, observed
 
 

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -361,32 +359,19 @@ def test_unavailable_backend_at_execution_keeps_exit_code_3(lab1: Lab, tmp_path:
 def test_state_that_cannot_be_read_is_not_a_half_way_failure(lab1: Lab) -> None:
     a = lab1.hosts[0]
     a.write_config(lab1.config_for(a))
-    # A tun device with a control socket that answers nonsense: a broken WireGuard device.
+    # A tun device whose control socket, served from this namespace, answers nonsense: a
+    # broken WireGuard device.
     a.exec("ip", "tuntap", "add", "dev", a.ifname, "mode", "tun")
     path = f"/var/run/wireguard/{a.ifname}.sock"
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    server.bind(path)
-    server.listen()
-    stop = threading.Event()
-
-    def answer() -> None:
-        server.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                conn, _ = server.accept()
-            except OSError:
-                continue
-            with conn:
-                try:
-                    conn.recv(4096)
-                    conn.sendall(b"garbage\nerrno=0\n\n")
-                except OSError:
-                    pass
-
-    thread = threading.Thread(target=answer, daemon=True)
-    thread.start()
+    server = subprocess.Popen(
+        ["ip", "netns", "exec", a.ns, sys.executable, "-c", _NONSENSE_DEVICE, path],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
+        assert server.stdout is not None and server.stdout.readline().strip() == "listening"
+
         # (Not snapshot(): `wg showconf` would ask the nonsense socket too.)
         def state() -> list[str]:
             return [a.exec("ip", *args).stdout for args in (["-o", "link"], ["-o", "addr"], ["route"])]
@@ -399,10 +384,26 @@ def test_state_that_cannot_be_read_is_not_a_half_way_failure(lab1: Lab) -> None:
             assert "half-way" not in proc.stderr and "Traceback" not in proc.stderr
         assert state() == before
     finally:
-        stop.set()
-        thread.join()
-        server.close()
+        server.kill()
+        server.wait()
         os.unlink(path)
+
+
+_NONSENSE_DEVICE = """
+import socket, sys
+server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+server.bind(sys.argv[1])
+server.listen()
+print("listening", flush=True)
+while True:
+    conn, _ = server.accept()
+    with conn:
+        try:
+            conn.recv(4096)
+            conn.sendall(b"garbage\\nerrno=0\\n\\n")
+        except OSError:
+            pass
+"""
 
 
 def test_service_names_a_conflict_and_shares_the_lock_with_apply(lab2: Lab, tmp_path: Path) -> None:

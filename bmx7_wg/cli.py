@@ -204,9 +204,8 @@ def _reconcile(args: argparse.Namespace, *, check: bool, verb: str) -> int:
     from bmx7_wg.system import System
 
     cfg = _load(args)
-    resolve = _endpoint_resolver(cfg)
     with System() as system:
-        r = reconcile(Engine(system), cfg, check=check, verb=verb, resolve=resolve, on_done=_log_done)
+        r = reconcile(Engine(system), cfg, check=check, verb=verb, on_done=_log_done)
     result: dict[str, Any] = {"changed": bool(r.actions), "check": check}
     if verb == "plan":
         del result["check"]
@@ -246,13 +245,6 @@ def _print_result(
         print(f"{len(actions)} change(s) pending{suffix}")
     else:
         print(f"{len(actions)} change(s) applied")
-
-
-def _endpoint_resolver(cfg: Config) -> Callable[[str, int], str | None]:
-    """Every endpoint name looked up at once, waiting a bounded time for all of them."""
-    from bmx7_wg.net.resolve import resolve_now
-
-    return resolve_now({p.endpoint.host for i in cfg.interfaces for p in i.peers if p.endpoint is not None})
 
 
 def _log_done(action: Action) -> None:

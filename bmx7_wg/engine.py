@@ -7,16 +7,13 @@ of the steps and the choices that need the live system (keys, backend, names).
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import logging
 import os
-import socket
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from bmx7_wg import keys, lock
-from bmx7_wg.config.fastip import canonical_address
 from bmx7_wg.config.model import Config, InterfaceConfig
 from bmx7_wg.errors import ApplyError, BackendUnavailable, KeyFileError, StateReadError
 from bmx7_wg.mesh.nodeid import MESH_NETWORK
@@ -50,21 +47,13 @@ class Plan:
     refused: tuple[Refusal, ...] = ()
 
 
-def resolve_endpoint(host: str, port: int) -> str | None:
-    """Turn a configured host into the "ip:port" WireGuard takes; None if it cannot."""
-    version = canonical_address(host)
-    if version is not None:
-        return f"[{host}]:{port}" if version == 6 else f"{host}:{port}"
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        try:
-            infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
-        except (OSError, UnicodeError) as exc:
-            log.warning("cannot resolve endpoint host %s (%s); its endpoint is left as it is", host, exc)
-            return None
-        ip = ipaddress.ip_address(str(infos[0][4][0]).split("%")[0])
-    return f"[{ip.compressed}]:{port}" if ip.version == 6 else f"{ip}:{port}"
+def _resolve_all_now(config: Config) -> Resolver:
+    """Every endpoint name of the configuration looked up at once, for a bounded time
+    in all (net/resolve.py): what one-shot commands use."""
+    from bmx7_wg.net.resolve import resolve_now
+
+    hosts = {p.endpoint.host for i in config.interfaces for p in i.peers if p.endpoint is not None}
+    return resolve_now(hosts)
 
 
 def choose_implementation(
@@ -127,14 +116,15 @@ class Engine:
         *,
         mesh: Mapping[str, MeshInputs] | None = None,
         published: ObservedAnnouncement | None = None,
-        resolve: Resolver = resolve_endpoint,
+        resolve: Resolver | None = None,
         check: bool = False,
     ) -> Plan:
         """Read the system, build the desired state, compare. Writes nothing: a key file
         that does not exist yet is a planned action (CreateKeyFile), not a key made now.
 
-        `resolve` turns a configured endpoint host into "ip:port" (the service passes
-        its own, cached one); `published` is this node's mesh announcement as it is now.
+        `resolve` turns a configured endpoint host into "ip:port": by default every name
+        is looked up at once, for a bounded time (the service passes its own, cached
+        one). `published` is this node's mesh announcement as it is now.
         In `check` mode a session key that apply would make is not made either.
         """
         declared = [i.name for i in config.interfaces]
@@ -165,7 +155,7 @@ class Engine:
                 new_key_file=new_key_file,
                 publish=m.publish,
             )
-        desired = desired_state(config, inputs, resolve)
+        desired = desired_state(config, inputs, resolve or _resolve_all_now(config))
         return Plan(desired, observed, plan(desired, observed), tuple(refused))
 
     def apply(self, p: Plan, on_done: Callable[[Action], None] = lambda a: None) -> Outcome:
@@ -222,7 +212,7 @@ def reconcile(
     *,
     check: bool,
     verb: str,
-    resolve: Resolver = resolve_endpoint,
+    resolve: Resolver | None = None,
     grace: MeshGrace | None = None,
     on_mesh: Callable[[MeshSession], None] = lambda m: None,
     on_done: Callable[[Action], None] = lambda a: None,

@@ -32,6 +32,7 @@ import secrets
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -210,14 +211,20 @@ class Mesh:
         return [o for o in self.nodes if abs(o.index - node.index) == 1]
 
     @staticmethod
-    def _link_local(netns: str, dev: str) -> tuple[str, str]:
-        out = json.loads(_ip("-j", "-6", "addr", "show", "dev", dev, "scope", "link", netns=netns).stdout)
-        link = json.loads(_ip("-j", "link", "show", "dev", dev, netns=netns).stdout)[0]
-        for entry in out:
-            for addr in entry.get("addr_info", []):
-                if addr.get("family") == "inet6":
-                    return str(addr["local"]), str(link["address"])
-        raise RuntimeError(f"{netns}: {dev} has no IPv6 link-local address")
+    def _link_local(netns: str, dev: str, timeout: float = 20.0) -> tuple[str, str]:
+        # The kernel adds the fe80 address once it has seen the carrier come up, which its
+        # link watcher reports up to a second late (more under emulation): wait for it.
+        deadline = time.monotonic() + timeout
+        while True:
+            out = json.loads(_ip("-j", "-6", "addr", "show", "dev", dev, "scope", "link", netns=netns).stdout)
+            for entry in out:
+                for addr in entry.get("addr_info", []):
+                    if addr.get("family") == "inet6":
+                        link = json.loads(_ip("-j", "link", "show", "dev", dev, netns=netns).stdout)[0]
+                        return str(addr["local"]), str(link["address"])
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{netns}: {dev} has no IPv6 link-local address after {timeout:.0f} s")
+            time.sleep(0.05)
 
     def sync_routes(self) -> None:
         """Make every namespace's table 70 match the stand-in's routes (only the difference)."""

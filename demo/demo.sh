@@ -220,7 +220,10 @@ CONF
     say "bmx7-wg run on every node (as the service runs; logs in $WORK/nodeI/bmx7-wg.log)"
     t0=$SECONDS
     for i in $(seq "$N"); do
-        ip netns exec "${PREFIX}n$i" env PYTHONPATH="$REPO" setsid "$PY" -m bmx7_wg -c "$WORK/node$i/bmx7-wg.toml" run \
+        # BMX7_WG_RUN_DIR: each node's remembered mesh view stays in the demo's own directory
+        # (not the machine's /run/bmx7-wg), so demo-clean leaves nothing behind.
+        ip netns exec "${PREFIX}n$i" env PYTHONPATH="$REPO" BMX7_WG_RUN_DIR="$WORK/node$i/state" \
+            setsid "$PY" -m bmx7_wg -c "$WORK/node$i/bmx7-wg.toml" run \
             > "$WORK/node$i/bmx7-wg.log" 2>&1 < /dev/null &
         started $!
     done

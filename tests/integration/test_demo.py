@@ -118,3 +118,5 @@ def test_make_demo_forms_the_mesh_twice_and_cleans_up(demo_cleaned: None) -> Non
     assert not any(alive(p) for p in pids)
     assert processes_mentioning("wgmesh-n") == [] and processes_mentioning(str(WORK)) == []
     assert not WORK.exists()
+    # Nor anything of the demo's services in the machine's run directory.
+    assert list(Path("/run/bmx7-wg").glob("mesh-wgmesh-n*")) == []

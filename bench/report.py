@@ -1,4 +1,5 @@
-"""Turn the JSON of bench/static.py and bench/service.py into the measured part of RESULTS.md.
+"""Turn the JSON of bench/static.py, bench/service.py, bench/mesh_scale.py and bench/wgquick.py
+into the measured part of RESULTS.md.
 
 The tables replace what lies between the two marker lines of RESULTS.md; the analysis
 around them is written by hand and kept. `--kernel FILE` (bench/static.py --backend kernel,
@@ -140,23 +141,110 @@ def service_tables(data: dict[str, Any]) -> list[str]:
     return out
 
 
+def _time(seconds: float) -> str:
+    return f"{seconds:.1f} s" if seconds >= 10 else _ms(seconds)
+
+
+def _mib(value: float | None) -> str:
+    return "?" if value is None else f"{value:.0f} MiB"
+
+
+def mesh_tables(data: dict[str, Any]) -> list[str]:
+    sizes = data["mesh"]
+    out = [
+        "Mesh at scale: `bmx7-wg run` with N mesh nodes' announcements already received "
+        "(bmx7 stand-in), beside `wg setconf` of the same peers:",
+        "",
+        "| mesh nodes | cold start → all peers on the device | `wg setconf`, same peers | ratio "
+        "| service CPU per event | event → device p50 | p99 | RSS |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for m in sizes:
+        out.append(
+            f"| {m['n']:,} | {_time(m['cold_start'])} | {_time(m['setconf'])} "
+            f"| {m['cold_start'] / m['setconf']:.1f}x | {_ms(m['cpu_per_event'])} "
+            f"| {_ms(m['p50'])} | {_ms(m['p99'])} | {_mib(m['rss_mib'])} |"
+        )
+    out += [
+        "",
+        "| mesh nodes | CPU per event: mean / median | CPU, all joins / all key changes "
+        "| event → device max | one read of the device | peak RSS | CPU while idle |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for m in sizes:
+        precise = m.get("cpu_per_event_precise_median")
+        half = m["cpu_total"]
+        out.append(
+            f"| {m['n']:,} | {_ms(m['cpu_per_event'])} / {'?' if precise is None else _ms(precise)} "
+            f"| {half.get('join', 0):.2f} s / {half.get('key change', 0):.2f} s "
+            f"| {_ms(m['max'])} | {_ms(m['event_read'])} | {_mib(m['peak_rss_mib'])} "
+            f"| {m['idle_cpu']:.2f} s in {m['idle_window']:g} s |"
+        )
+    runs = sorted({m["runs"] for m in sizes})
+    events = sorted({m["events"] for m in sizes})
+    out += [
+        "",
+        f"Cold start and `wg setconf`: medians of {', '.join(map(str, runs))} runs per size. "
+        f"{', '.join(map(str, events))} events per size, joins and key changes alternating; "
+        "CPU per event: mean = the service's utime+stime over all events / events (10 ms ticks), "
+        "median from the scheduler's per-thread nanosecond counters. Latency is bounded below "
+        "by one read of the device over UAPI (the poll).",
+    ]
+    return out
+
+
+def wgquick_tables(data: dict[str, Any]) -> list[str]:
+    sizes = data["wgquick"]
+    out = [
+        "Beside wg-quick (wireguard-go; one route per peer on both sides):",
+        "",
+        "| peers | `bmx7-wg apply` from nothing | `wg-quick up` | ratio | unchanged `bmx7-wg apply` "
+        "| `wg syncconf` of `wg-quick strip` | ratio |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for w in sizes:
+        med = w["median"]
+        out.append(
+            f"| {w['n']:,} | {_time(med['apply_up'])} | {_time(med['wgquick_up'])} "
+            f"| {med['apply_up'] / med['wgquick_up']:.2f}x | {_time(med['apply_noop'])} "
+            f"| {_time(med['syncconf_strip'])} | {med['apply_noop'] / med['syncconf_strip']:.2f}x |"
+        )
+    runs = sorted({w["runs"] for w in sizes})
+    note = f"Medians of {', '.join(map(str, runs))} runs per size; ratio = bmx7-wg / the other."
+    fewer = [w for w in sizes if w["wgquick_runs"] < w["runs"]]
+    for w in fewer:
+        note += (
+            f" At {w['n']:,} peers wg-quick ran {w['wgquick_runs']} time"
+            f"{'' if w['wgquick_runs'] == 1 else 's'} (its time budget per size was used up)."
+        )
+    out += ["", note]
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--static", type=Path)
     parser.add_argument("--service", type=Path)
+    parser.add_argument("--mesh", type=Path, help="bench/mesh_scale.py's JSON")
+    parser.add_argument("--wgquick", type=Path, help="bench/wgquick.py's JSON")
     parser.add_argument("--kernel", type=Path, help="bench/static.py --backend kernel's JSON")
     parser.add_argument("--python", default=sys.executable)
     parser.add_argument("--out", required=True, type=Path)
     args = parser.parse_args(argv)
     if args.static is None and args.kernel is None:
         parser.error("give --static, --kernel or both")
-    if args.service is not None and args.static is None:
-        parser.error("--service goes with --static")
+    for name in ("service", "mesh", "wgquick"):
+        if getattr(args, name) is not None and args.static is None:
+            parser.error(f"--{name} goes with --static")
     text = args.out.read_text() if args.out.exists() else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
     if args.static is not None:
         lines = [BEGIN, "", *machine(args.python), "", *static_tables(json.loads(args.static.read_text()))]
         if args.service is not None:
             lines += ["", *service_tables(json.loads(args.service.read_text()))]
+        if args.mesh is not None:
+            lines += ["", *mesh_tables(json.loads(args.mesh.read_text()))]
+        if args.wgquick is not None:
+            lines += ["", *wgquick_tables(json.loads(args.wgquick.read_text()))]
         lines += ["", END]
         text = replace_block(text, BEGIN, END, "\n".join(lines))
     if args.kernel is not None:

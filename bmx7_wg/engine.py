@@ -10,7 +10,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from bmx7_wg import keys, lock
@@ -28,10 +28,12 @@ from bmx7_wg.plan.state import (
     ObservedAnnouncement,
     ObservedInterface,
     ObservedState,
+    Peer,
 )
 from bmx7_wg.system import System
 
 if TYPE_CHECKING:
+    from bmx7_wg.mesh.bmx7 import ReceivedCache
     from bmx7_wg.mesh.grace import MeshGrace
     from bmx7_wg.mesh.session import MeshSession
 
@@ -45,6 +47,8 @@ class Plan:
     actions: list[Action]
     # Mesh peers and networks refused because they clash with this node (mesh.view.keep_clear).
     refused: tuple[Refusal, ...] = ()
+    # Interface -> its mesh peers as planned (announced or held, this node's rules applied).
+    mesh_peers: Mapping[str, tuple[Peer, ...]] = field(default_factory=dict)
 
 
 def _resolve_all_now(config: Config) -> Resolver:
@@ -131,6 +135,7 @@ class Engine:
         observed = replace(observe(self.system, declared), announcement=published)
         inputs: dict[str, InterfaceInputs] = {}
         refused: list[Refusal] = []
+        planned_mesh: dict[str, tuple[Peer, ...]] = {}
         for iface in config.interfaces:
             existing = observed.interfaces.get(iface.name)
             implementation = choose_implementation(iface, existing, _kernel_ok, _userspace_ok)
@@ -145,6 +150,7 @@ class Engine:
                 clear = keep_clear(m.peers, reserved, own)
                 m = replace(m, peers=clear.peers)
                 refused.extend(clear.refusals)
+            planned_mesh[iface.name] = m.peers
             inputs[iface.name] = InterfaceInputs(
                 implementation=implementation,
                 private_key=private_key,
@@ -156,7 +162,7 @@ class Engine:
                 publish=m.publish,
             )
         desired = desired_state(config, inputs, resolve or _resolve_all_now(config))
-        return Plan(desired, observed, plan(desired, observed), tuple(refused))
+        return Plan(desired, observed, plan(desired, observed), tuple(refused), planned_mesh)
 
     def apply(self, p: Plan, on_done: Callable[[Action], None] = lambda a: None) -> Outcome:
         implementations = {d.name: d.implementation for d in p.desired.interfaces}
@@ -216,6 +222,7 @@ def reconcile(
     grace: MeshGrace | None = None,
     on_mesh: Callable[[MeshSession], None] = lambda m: None,
     on_done: Callable[[Action], None] = lambda a: None,
+    received_cache: ReceivedCache | None = None,
 ) -> Reconciled:
     """One reconcile, for `plan`, `apply` and the service alike: read the mesh and the
     system, plan, and (unless `check`) carry the plan out under this network namespace's
@@ -224,12 +231,13 @@ def reconcile(
 
     The service passes `grace` (recently vanished mesh peers are kept, mesh/grace.py),
     its cached `resolve`, and `on_mesh`, called with what was read of the mesh before
-    planning (it follows bmx7's restarts there).
+    planning (it follows bmx7's restarts there), and its `received_cache` (announcement
+    files unchanged since the last read are not read again).
     """
     from bmx7_wg.mesh.session import mesh_inputs
 
     with contextlib.nullcontext() if check else lock.held(verb):
-        mesh = mesh_inputs(config, grace=grace)
+        mesh = mesh_inputs(config, grace=grace, cache=received_cache)
         on_mesh(mesh)
         p = engine.make_plan(
             config, mesh=mesh.inputs, published=mesh.published, resolve=resolve, check=check

@@ -20,6 +20,7 @@ import re
 import socket
 import stat
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -225,6 +226,51 @@ def read_capped(path: str, limit: int, *, dir_fd: int | None = None) -> bytes:
         os.close(fd)
 
 
+FileIdentity = tuple[int, int, int, int]  # inode, size, modification and change time (ns)
+
+
+@dataclass
+class ReceivedCache:
+    """What `Bmx7Runtime.received` read, by file name and file identity: a file with the
+    same inode, size and times is not read again. (The service re-reads every file an
+    inotify event names, whatever its identity, and drops this cache for its periodic
+    full read.)"""
+
+    files: dict[str, tuple[FileIdentity, ReceivedFile]] = field(default_factory=dict)
+
+
+def _received_entry(
+    entry: str, suffix: str, max_size: int, dir_fd: int, cache: ReceivedCache | None, *, reuse: bool = True
+) -> ReceivedFile:
+    """One entry, read (or, with `reuse`, taken from `cache` if its identity is unchanged)."""
+    prefix = entry[: -len(suffix)]
+    if not NODE_ID_RE.match(prefix):
+        return ReceivedFile(escape(entry), None, refusal="file name holds no node id")
+    node_id = prefix.upper()
+    identity: FileIdentity | None = None
+    if cache is not None:
+        try:
+            st = os.stat(entry, dir_fd=dir_fd, follow_symlinks=False)
+        except OSError:
+            pass  # read_capped says why
+        else:
+            if stat.S_ISREG(st.st_mode):
+                identity = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+                known = cache.files.get(entry)
+                if reuse and known is not None and known[0] == identity:
+                    return known[1]
+    try:
+        data = read_capped(entry, max_size, dir_fd=dir_fd)
+    except ValueError as exc:
+        if cache is not None:
+            cache.files.pop(entry, None)
+        return ReceivedFile(entry, node_id, refusal=str(exc))
+    got = ReceivedFile(entry, node_id, data=data)
+    if cache is not None and identity is not None:
+        cache.files[entry] = (identity, got)
+    return got
+
+
 # ---------------------------------------------------------------- the runtime
 
 
@@ -414,33 +460,68 @@ class Bmx7Runtime:
             return False
         return True
 
-    def received(self, name: str, max_size: int = ANNOUNCEMENT_MAX_SIZE) -> list[ReceivedFile]:
-        """Every `rcvdSms/<NODEID>:NAME`, sorted by file name; bad entries carry a refusal."""
+    def received(
+        self, name: str, max_size: int = ANNOUNCEMENT_MAX_SIZE, *, cache: ReceivedCache | None = None
+    ) -> list[ReceivedFile]:
+        """Every `rcvdSms/<NODEID>:NAME`, sorted by file name; bad entries carry a refusal.
+
+        With a `cache` (the service), a file whose identity is the one read last time is
+        not read again."""
         check_sms_name(name)
         suffix = ":" + name
         directory = self.received_dir
         try:
             dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except FileNotFoundError:
+            if cache is not None:
+                cache.files.clear()
             return []
         except OSError as exc:
             raise Bmx7Unavailable(f"cannot read {directory}: {exc.strerror}") from None
         try:
-            files: list[ReceivedFile] = []
-            for entry in sorted(os.listdir(dir_fd)):
+            entries = sorted(e for e in os.listdir(dir_fd) if e.endswith(suffix))
+            if cache is not None:
+                for gone in cache.files.keys() - set(entries):
+                    del cache.files[gone]
+            return [_received_entry(entry, suffix, max_size, dir_fd, cache) for entry in entries]
+        finally:
+            os.close(dir_fd)
+
+    def received_entries(
+        self,
+        entries: Iterable[str],
+        name: str,
+        max_size: int = ANNOUNCEMENT_MAX_SIZE,
+        *,
+        cache: ReceivedCache | None = None,
+    ) -> dict[str, ReceivedFile | None]:
+        """The named `rcvdSms/` entries of SMS `name` (others are left out), read now:
+        each one's file, or None when it is gone (what the service does on inotify events).
+        `cache` learns what was read."""
+        check_sms_name(name)
+        suffix = ":" + name
+        directory = self.received_dir
+        out: dict[str, ReceivedFile | None] = {}
+        try:
+            dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return {e: None for e in entries if e.endswith(suffix)}
+        except OSError as exc:
+            raise Bmx7Unavailable(f"cannot read {directory}: {exc.strerror}") from None
+        try:
+            for entry in entries:
                 if not entry.endswith(suffix):
                     continue
-                prefix = entry[: -len(suffix)]
-                if not NODE_ID_RE.match(prefix):
-                    files.append(ReceivedFile(escape(entry), None, refusal="file name holds no node id"))
-                    continue
-                node_id = prefix.upper()
                 try:
-                    data = read_capped(entry, max_size, dir_fd=dir_fd)
-                except ValueError as exc:
-                    files.append(ReceivedFile(entry, node_id, refusal=str(exc)))
+                    os.stat(entry, dir_fd=dir_fd, follow_symlinks=False)
+                except FileNotFoundError:
+                    out[entry] = None
+                    if cache is not None:
+                        cache.files.pop(entry, None)
                     continue
-                files.append(ReceivedFile(entry, node_id, data=data))
-            return files
+                except OSError:
+                    pass  # read_capped says why
+                out[entry] = _received_entry(entry, suffix, max_size, dir_fd, cache, reuse=False)
+            return out
         finally:
             os.close(dir_fd)

@@ -131,6 +131,63 @@ class MeshGrace:
             self._last.pop(name, None)
         return out
 
+    def update(
+        self, interface: str, changed: Mapping[str, Peer | None], refused: frozenset[str] = frozenset()
+    ) -> dict[str, Peer | None] | None:
+        """What `hold()` does, for the nodes in `changed` only (node id -> its peer by the
+        mesh's rules now, None: no peer), plus every hold whose grace has ended: the
+        service's step between full reconciles. Returns node id -> the peer the device
+        should have for it now (announced or held; None: none) for every node whose peer
+        that changes or may change; None when this interface's mesh is not known here
+        (never read, paused, or restored and not read since): then only `hold()` will do.
+        `refused`: those of the changed nodes refused now (a refused node's peer is not
+        held: it still announces).
+
+        A held peer still goes when an announced peer takes its key or one of its allowed
+        IPs; only changed peers can (an unchanged peer was weighed by an earlier call)."""
+        if interface not in self._last or interface in self._paused or self._restored.get(interface):
+            return None
+        now = self.clock()
+        self.events = []
+        last = self._last[interface]
+        held = self._held.setdefault(interface, {})
+        touched: set[str] = set()
+        for node_id, peer in changed.items():
+            touched.add(node_id)
+            before = last.pop(node_id, None)
+            if peer is not None:
+                last[node_id] = peer
+            elif before is not None and node_id not in held:
+                held[node_id] = _Held(before, now)
+                if self.grace > 0:
+                    self.events.append(HoldEvent("held", interface, node_id, before, now + self.grace))
+        keys = {p.public_key for p in changed.values() if p is not None}
+        ips = {ip for p in changed.values() if p is not None for ip in p.allowed_ips}
+        for node_id, h in list(held.items()):
+            current = last.get(node_id)
+            if current is not None and current == h.peer:
+                self.events.append(HoldEvent("back", interface, node_id, h.peer))
+            if (
+                current is not None
+                or node_id in refused
+                or now - h.since >= self.grace
+                or h.peer.public_key in keys
+                or not h.peer.allowed_ips.isdisjoint(ips)
+            ):
+                del held[node_id]
+                touched.add(node_id)
+        out: dict[str, Peer | None] = {}
+        for node_id in touched:
+            current = last.get(node_id)
+            if current is None and node_id in held:
+                current = held[node_id].peer
+            out[node_id] = current
+        return out
+
+    def held_peers(self, interface: str) -> list[Peer]:
+        """The peers held now on `interface` (their announcement vanished)."""
+        return [h.peer for h in self._held.get(interface, {}).values()]
+
     def next_deadline(self) -> float | None:
         """When the earliest held peer's grace ends (monotonic), or None if none is held."""
         ends = [

@@ -23,13 +23,15 @@ from bmx7_wg.mesh.bmx7 import (
     Bmx7Unavailable,
     NodeInfo,
     Parameter,
+    ReceivedCache,
+    ReceivedFile,
     read_capped,
     read_trusted_nodes,
 )
 from bmx7_wg.mesh.grace import HoldEvent, MeshGrace
 from bmx7_wg.mesh.liveness import Liveness
 from bmx7_wg.mesh.nodeid import MESH_NETWORK, tunnel_address
-from bmx7_wg.mesh.view import Refusal, TrustPolicy, mesh_peers
+from bmx7_wg.mesh.view import MeshView, Refusal, TrustPolicy, mesh_peers
 from bmx7_wg.plan.desired import MeshInputs, Publication
 from bmx7_wg.plan.state import Announcement, DesiredState, ObservedAnnouncement
 
@@ -53,6 +55,12 @@ class MeshSession:
     holds: list[HoldEvent] = field(default_factory=list)  # grace periods started or ended now
     # What this node publishes now (the planner compares it with what it should publish).
     published: ObservedAnnouncement | None = None
+    # What the mesh's rules were given and gave (the service's step between full
+    # reconciles starts from them, service/incremental.py).
+    policy: TrustPolicy | None = None
+    names: dict[str, str] = field(default_factory=dict)
+    received: list[ReceivedFile] = field(default_factory=list)
+    view: MeshView | None = None
 
     def add_refusals(self, refusals: Iterable[Refusal]) -> None:
         """Refusals decided later in the reconcile (mesh.view.keep_clear, in the engine)."""
@@ -116,11 +124,14 @@ def mesh_interface(config: Config) -> InterfaceConfig | None:
     return next((i for i in config.interfaces if i.mesh), None)
 
 
-def mesh_inputs(config: Config, *, grace: MeshGrace | None = None) -> MeshSession:
+def mesh_inputs(
+    config: Config, *, grace: MeshGrace | None = None, cache: ReceivedCache | None = None
+) -> MeshSession:
     """Read the mesh: this node's id, the received announcements, the trust policy.
 
     With `grace` (the service), peers whose announcement vanished a moment ago are kept
-    (see grace.py); one-shot commands take the announcements as they are."""
+    (see grace.py); one-shot commands take the announcements as they are. With `cache`
+    (the service), an announcement file unchanged since the last read is not read again."""
     iface = mesh_interface(config)
     if iface is None or config.bmx7 is None:
         return MeshSession()
@@ -153,7 +164,7 @@ def mesh_inputs(config: Config, *, grace: MeshGrace | None = None) -> MeshSessio
         config.bmx7.trust, frozenset(config.bmx7.trusted), frozenset(config.bmx7.denied), levels
     )
     try:
-        received = runtime.received(config.bmx7.announce)
+        received = runtime.received(config.bmx7.announce, cache=cache)
     except Bmx7Unavailable as exc:
         log.warning("%s: %s", iface.name, exc)
         received = []
@@ -170,6 +181,7 @@ def mesh_inputs(config: Config, *, grace: MeshGrace | None = None) -> MeshSessio
     )
     for r in view.refusals:
         session.refusals.append((r.node_id, r.describe()))
+    session.policy, session.names, session.received, session.view = policy, names, received, view
     session.inputs[iface.name] = MeshInputs(
         peers=view.peers,
         address=f"{tunnel_address(own)}/128",

@@ -52,8 +52,8 @@ from bmx7_wg.mesh.nodeid import (
     BMX7_NETWORK,
     MESH_NETWORK,
     normalize_node_id,
-    primary_address,
-    tunnel_address,
+    primary_text,
+    tunnel_host,
 )
 from bmx7_wg.plan.state import Peer
 
@@ -111,6 +111,9 @@ class Refusal:
 class MeshView:
     peers: tuple[Peer, ...] = ()  # sorted by node id
     refusals: tuple[Refusal, ...] = ()  # sorted by node id, then network
+    # Every trusted node's parsed announcement, peer or not: which nodes claim which key
+    # and networks (what the service's step between full reconciles starts from).
+    announcements: Mapping[str, Announcement] = field(default_factory=dict, compare=False)
 
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -250,7 +253,7 @@ def mesh_peers(
             others = ", ".join(o[:8] for o in claimants[ann.public_key] if o != node_id)
             refuse(node_id, f"public key also claimed by {others}")
             continue
-        allowed = {f"{tunnel_address(node_id)}/128"}
+        allowed = {tunnel_host(node_id)}
         for text, net in eligible[node_id]:
             contested = _contest(claims, net, node_id)
             if contested:
@@ -260,7 +263,7 @@ def mesh_peers(
         peers.append(Peer(
             public_key=ann.public_key,
             allowed_ips=frozenset(allowed),
-            endpoint=f"[{primary_address(node_id)}]:{ann.port}",
+            endpoint=f"[{primary_text(node_id)}]:{ann.port}",
             persistent_keepalive=persistent_keepalive,
             name=names.get(node_id),
             source="mesh",
@@ -268,7 +271,7 @@ def mesh_peers(
         ))
 
     refusals.sort(key=lambda r: (r.node_id, r.network or ""))
-    return MeshView(tuple(peers), tuple(refusals))
+    return MeshView(tuple(peers), tuple(refusals), candidates)
 
 
 # Networks no tunnel can carry: what lies inside one of them (a covering network, such as
@@ -341,35 +344,46 @@ def _host(address: str) -> str:
     return f"{ip}/{_BITS[ip.version]}"
 
 
+class Clearance:
+    """This node's rules (`keep_clear`) with the reservations indexed once: the service
+    keeps one between full reconciles and checks each changed mesh peer against it."""
+
+    def __init__(self, reserved: Iterable[Reservation], own_public_key: str | None) -> None:
+        self.held = _Overlaps((_net(r.network), r.why) for r in reserved)
+        self.own_public_key = own_public_key
+
+    def __call__(self, peers: Iterable[Peer]) -> MeshView:
+        kept: list[Peer] = []
+        refusals: list[Refusal] = []
+        for peer in peers:
+            who = peer.node_id or f"key {peer.public_key[:8]}"
+            if self.own_public_key is not None and peer.public_key == self.own_public_key:
+                refusals.append(Refusal(who, "announces this node's own public key", peer.name))
+                continue
+            allowed = set(peer.allowed_ips)
+            own = tunnel_host(peer.node_id) if peer.node_id is not None else None
+            for text in sorted(peer.allowed_ips):
+                if text == own:
+                    continue  # its own tunnel address, from its node id
+                net = _net(text)
+                clash = next(self.held.overlapping(net), None)
+                if clash is not None:
+                    other, why = clash
+                    relation = "is" if other == net else "overlaps"
+                    refusals.append(Refusal(
+                        who, f"{relation} {other}, {why} on this node; network ignored", peer.name, text
+                    ))
+                    allowed.discard(text)
+            if len(allowed) != len(peer.allowed_ips):
+                peer = replace(peer, allowed_ips=frozenset(allowed))
+            kept.append(peer)
+        refusals.sort(key=lambda r: (r.node_id, r.network or ""))
+        return MeshView(tuple(kept), tuple(refusals))
+
+
 def keep_clear(
     peers: Iterable[Peer], reserved: Iterable[Reservation], own_public_key: str | None
 ) -> MeshView:
     """Mesh peers without what this node holds: a peer announcing this node's own public
     key is refused, and each network overlapping a reservation is taken off its peer."""
-    held = _Overlaps((_net(r.network), r.why) for r in reserved)
-    kept: list[Peer] = []
-    refusals: list[Refusal] = []
-    for peer in peers:
-        who = peer.node_id or f"key {peer.public_key[:8]}"
-        if own_public_key is not None and peer.public_key == own_public_key:
-            refusals.append(Refusal(who, "announces this node's own public key", peer.name))
-            continue
-        allowed = set(peer.allowed_ips)
-        own = f"{tunnel_address(peer.node_id)}/128" if peer.node_id is not None else None
-        for text in sorted(peer.allowed_ips):
-            if text == own:
-                continue  # its own tunnel address, from its node id
-            net = _net(text)
-            clash = next(held.overlapping(net), None)
-            if clash is not None:
-                other, why = clash
-                relation = "is" if other == net else "overlaps"
-                refusals.append(Refusal(
-                    who, f"{relation} {other}, {why} on this node; network ignored", peer.name, text
-                ))
-                allowed.discard(text)
-        if len(allowed) != len(peer.allowed_ips):
-            peer = replace(peer, allowed_ips=frozenset(allowed))
-        kept.append(peer)
-    refusals.sort(key=lambda r: (r.node_id, r.network or ""))
-    return MeshView(tuple(kept), tuple(refusals))
+    return Clearance(reserved, own_public_key)(peers)

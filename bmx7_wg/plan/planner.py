@@ -166,7 +166,7 @@ def _configure(want: DesiredInterface, have: ObservedInterface | None) -> list[A
         actions.append(SetListenPort(name, listen_port=want.listen_port))
     if device.fwmark != want.fwmark:
         actions.append(SetFwmark(name, fwmark=want.fwmark))
-    actions.extend(_plan_peers(name, want.peers, device.peers))
+    actions.extend(plan_peers(name, want.peers, device.peers))
 
     have_addresses = have.addresses if have is not None else frozenset()
     for address in sorted(want.addresses - have_addresses):
@@ -207,7 +207,9 @@ def _plan_announcement(desired: DesiredState, observed: ObservedState) -> list[A
     return actions
 
 
-def _plan_peers(name: str, want: Mapping[str, Peer], have: Mapping[str, Peer]) -> list[Action]:
+def plan_peers(name: str, want: Mapping[str, Peer], have: Mapping[str, Peer]) -> list[Action]:
+    """The peer changes of one device: `want` and `have` may be the whole device or the
+    same few keys of it (the service's step between full reconciles)."""
     # Removals first: an allowed-ip handed from one peer to another must leave the old
     # peer before the new one claims it, or the device would move it back and forth.
     removals: list[Action] = [RemovePeer(name, public_key=k) for k in sorted(have.keys() - want.keys())]

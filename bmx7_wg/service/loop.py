@@ -21,18 +21,20 @@ import select
 import signal
 import time
 
+from bmx7_wg import lock
 from bmx7_wg.config import reader as config_reader
 from bmx7_wg.config.model import DEFAULT_GRACE, Config
 from bmx7_wg.engine import Engine, reconcile
 from bmx7_wg.errors import Bmx7WgError, ChangesFailed, ConfigError
 from bmx7_wg.keys import PrivateKey
 from bmx7_wg.mesh import liveness
-from bmx7_wg.mesh.bmx7 import SOCKET_NAME, Bmx7Runtime
-from bmx7_wg.mesh.grace import MeshGrace
+from bmx7_wg.mesh.bmx7 import SOCKET_NAME, Bmx7Runtime, ReceivedCache
+from bmx7_wg.mesh.grace import HoldEvent, MeshGrace
 from bmx7_wg.mesh.session import MeshSession, mesh_interface, watch_directories
 from bmx7_wg.net.resolve import Resolver
 from bmx7_wg.plan.state import DesiredState, ObservedState, Peer
 from bmx7_wg.service import events
+from bmx7_wg.service.incremental import MeshTracker
 from bmx7_wg.service.notify import Notifier
 from bmx7_wg.service.schedule import Schedule
 from bmx7_wg.service.state import MeshMemory
@@ -52,6 +54,9 @@ log = logging.getLogger(__name__)
 
 PERIODIC_RECONCILE = 60.0  # seconds: the safety net for changes no event reports
 DEBOUNCE = 0.01  # seconds: let a burst of events settle before acting on it
+# seconds: the same for announcement files, which a step handles in proportion to the
+# change (a file renamed into place is one event; bmx7 refilling rcvdSms/ is a burst)
+MESH_DEBOUNCE = 0.002
 RETRY_AFTER = 5.0  # seconds: after a failed apply
 RECENT_HANDSHAKE = 180.0  # seconds: WireGuard re-keys every 2 minutes while traffic flows
 # A killed bmx7 leaves no event behind: its control socket is asked this often, with a
@@ -60,12 +65,17 @@ PROBE_INTERVAL = 5.0
 PROBE_TIMEOUT = 1.0
 START_RESOLVE_WAIT = 1.0  # seconds the first reconcile waits for endpoint names, at most
 SAVE_EVERY = 30.0  # seconds: the mesh state file is rewritten at least this often
+# seconds: after a step changed mesh peers, the state file is rewritten this much later
+# (a burst of changes costs one write; stopping writes it at once)
+SAVE_AFTER = 10.0
 VANISHED_CHECK = 1.0  # seconds after the configuration file was removed, see whether it is back
 
-# Timers (schedule keys). All but the first three mean "reconcile".
-WATCHDOG, RELOAD, PROBE = "watchdog", "reload", "probe"
-EVENTS, GRACE, RETRY, PERIODIC = "events", "grace", "retry", "periodic"
-_NOT_RECONCILE = (WATCHDOG, RELOAD, PROBE)
+# Timers (schedule keys). All but the first four mean "reconcile"; MESH and GRACE alone
+# are a step (service/incremental.py) when one can follow the last full reconcile.
+WATCHDOG, RELOAD, PROBE, SAVE = "watchdog", "reload", "probe", "save"
+EVENTS, MESH, GRACE, RETRY, PERIODIC = "events", "mesh", "grace", "retry", "periodic"
+_NOT_RECONCILE = (WATCHDOG, RELOAD, PROBE, SAVE)
+_STEPS = frozenset({MESH, GRACE})
 _PROBE_REASONS = {
     "down": "bmx7 stopped answering",
     "back": "bmx7 answers again",
@@ -90,6 +100,14 @@ class Service:
         self.schedule = Schedule()
         self.managed_ifindexes: set[int] = set()
         self.observed = ObservedState({})
+        # Between full reconciles: the announcement files inotify named, what the last
+        # full reconcile found (None: the next change needs a full one), and the files
+        # read, by identity.
+        self.changed_files: set[str] = set()
+        self.tracker: MeshTracker | None = None
+        self.received_cache = ReceivedCache()
+        self.peer_counts: dict[str, int] = {}  # managed interface -> its peers
+        self.recent_handshakes = 0
         self.refusals_logged: set[tuple[str, str]] = set()
         self.stale_logged: set[tuple[str, str]] = set()
         self.failed = False
@@ -102,6 +120,7 @@ class Service:
         self._saved: tuple[dict[str, Peer], float] | None = None  # what the state file holds, and when
         self.config_problem: str | None = None  # why the file on disk is not in force
         self._stop = self._sighup = False
+        self._last_due: dict[str, list[str]] = {}
         self._signal_r, self._signal_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         # Endpoint names are looked up on threads; an answer that changes wakes the loop.
         self._resolved_r, self._resolved_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -150,10 +169,14 @@ class Service:
 
     def _run_due(self) -> None:
         due = self.schedule.due()
+        self._last_due = due
         if WATCHDOG in due and self.notifier.watchdog_interval:
             self.notifier.watchdog()
             self.schedule.at(WATCHDOG, time.monotonic() + self.notifier.watchdog_interval, "watchdog")
+        if SAVE in due:
+            self._save_mesh_memory(force=True)
         reasons = [r for key, rs in due.items() if key not in _NOT_RECONCILE for r in rs]
+        steps_only = bool(reasons) and _STEPS.issuperset(k for k in due if k not in _NOT_RECONCILE)
         if PROBE in due:
             reason = self._probe()
             if reason:
@@ -166,6 +189,8 @@ class Service:
             if reasons:
                 self.reconcile(reasons)
             self.notifier.send("READY=1", f"STATUS={self.status_line()}")
+        elif steps_only and self.mesh_step(reasons):
+            pass
         elif reasons:
             self.reconcile(reasons)
 
@@ -186,6 +211,7 @@ class Service:
         config_dir, config_name = os.path.split(self.config_path)
         mesh_dirs = set(watch_directories(self.config, self.trust_dir))
         bmx7_dir = self._bmx7_dir()
+        received_dir = os.path.join(bmx7_dir, "sms", "rcvdSms") if bmx7_dir else None
         for ev in self.inotify.read():
             if ev.mask & IN_Q_OVERFLOW:
                 self.schedule.soon(EVENTS, DEBOUNCE, "file events overflowed")
@@ -199,6 +225,9 @@ class Service:
                     # Editors move the file away and write a new one: look again in a
                     # moment (sooner if the new file is complete), and warn if it is missing.
                     self.schedule.soon(RELOAD, VANISHED_CHECK, "configuration file removed")
+            elif ev.directory == received_dir and ev.name:
+                self.changed_files.add(ev.name)
+                self.schedule.soon(MESH, MESH_DEBOUNCE, "mesh announcements changed")
             elif ev.directory in mesh_dirs:
                 self.schedule.soon(EVENTS, DEBOUNCE, "mesh announcements or trust changed")
             elif ev.directory == bmx7_dir and ev.name == SOCKET_NAME and ev.mask & (IN_CREATE | IN_MOVED_TO):
@@ -288,10 +317,80 @@ class Service:
         )
         self.notifier.status(self.status_line())
 
+    def mesh_step(self, reasons: list[str]) -> bool:
+        """Apply what the changed announcement files (and ended grace periods) change, at
+        a cost in proportion to the change (service/incremental.py). False: a full
+        reconcile must decide (nothing was changed then)."""
+        tracker = self.tracker
+        if tracker is None or self.failed or self.config.bmx7 is None:
+            return False
+        why = "; ".join(reasons)
+        names, self.changed_files = self.changed_files, set()
+        runtime = Bmx7Runtime(self.config.bmx7.runtime_dir)
+        try:
+            files = runtime.received_entries(sorted(names), tracker.sms, cache=self.received_cache)
+        except Bmx7WgError:
+            self.tracker = None
+            return False
+        step = tracker.step(files, self.grace)
+        if step is None:
+            self.tracker = None
+            return False
+        if step.actions:
+            try:
+                with lock.held("run"):
+                    outcome = self.system.execute(
+                        step.actions,
+                        {tracker.interface: tracker.implementation},
+                        lambda a: events.action_done(a, why=why),
+                    )
+            except Bmx7WgError:
+                self.tracker = None
+                return False
+            if outcome.failures:
+                for failure in outcome.failures:
+                    events.action_failed(failure, why=why)
+                self._apply_failed(why, ChangesFailed(outcome.failures, applied=len(outcome.done)))
+                return True
+            done = outcome.done
+        else:
+            done = []
+        tracker.commit(step, done)
+        self._log_refusal_changes(tracker.all_refusals())
+        self._log_hold_events(step.holds)
+        self.peer_counts[tracker.interface] = len(tracker.device)
+        self.schedule.at(GRACE, self.grace.next_deadline(), "mesh grace period ended")
+        if step.final and not self.schedule.pending(SAVE):
+            self.schedule.at(SAVE, time.monotonic() + SAVE_AFTER, "save the mesh state")
+        if done:
+            self.notifier.status(self.status_line())
+        return True
+
+    def _apply_failed(self, why: str, exc: Bmx7WgError) -> None:
+        events.emit(
+            logging.ERROR,
+            f"apply failed ({why}): {exc}; retrying in {RETRY_AFTER:.0f} s",
+            events.APPLY_FAILED,
+        )
+        self.failed = True
+        self.tracker = None
+        self.schedule.at(RETRY, time.monotonic() + RETRY_AFTER, "retry after a failed apply")
+        try:
+            self.observed = self.system.observe([])
+        except Bmx7WgError:
+            pass
+        self._count_peers()
+
     def reconcile(self, reasons: list[str]) -> None:
         why = "; ".join(reasons)
         mesh: MeshSession | None = None
         desired: DesiredState | None = None
+        self.tracker = None
+        # The full read covers every file an event named; the safety net reads every
+        # file afresh (a file rewritten in place keeps its identity for a moment).
+        self.changed_files.clear()
+        if PERIODIC in self._last_due:
+            self.received_cache.files.clear()
         # Lookups run on threads; the plan takes the answers there are.
         self.resolver.request(self._endpoint_hosts())
         try:
@@ -317,6 +416,7 @@ class Service:
                 grace=self.grace,
                 on_mesh=read_mesh,
                 on_done=lambda a: events.action_done(a, why=why),
+                received_cache=self.received_cache,
             )
             desired = result.plan.desired
             if bmx7_change == "down":
@@ -328,18 +428,18 @@ class Service:
             self.observed = self.system.observe([]) if result.actions else result.plan.observed
             self.failed = False
             self.schedule.cancel(RETRY)
+            if mesh is not None and mesh.interface is not None:
+                have = self.observed.interfaces.get(mesh.interface.name)
+                self.tracker = MeshTracker.from_full(
+                    self.config,
+                    mesh,
+                    result.plan.desired.interfaces,
+                    result.plan.observed,
+                    result.plan.mesh_peers,
+                    have.device if have is not None else None,
+                )
         except Bmx7WgError as exc:
-            events.emit(
-                logging.ERROR,
-                f"apply failed ({why}): {exc}; retrying in {RETRY_AFTER:.0f} s",
-                events.APPLY_FAILED,
-            )
-            self.failed = True
-            self.schedule.at(RETRY, time.monotonic() + RETRY_AFTER, "retry after a failed apply")
-            try:
-                self.observed = self.system.observe([])
-            except Bmx7WgError:
-                pass
+            self._apply_failed(why, exc)
         if mesh is not None:
             self._log_refusals(mesh)
             self._log_holds(mesh)
@@ -349,6 +449,7 @@ class Service:
             if desired is not None and mesh.liveness is not None and mesh.liveness.answering:
                 self._save_mesh_memory()
         self.managed_ifindexes = {i.ifindex for i in self.observed.interfaces.values() if i.managed}
+        self._count_peers()
         self._log_stale_handshakes()
         now = time.monotonic()
         self.schedule.at(GRACE, self.grace.next_deadline(), "mesh grace period ended")
@@ -385,8 +486,11 @@ class Service:
         )
 
     def _log_holds(self, mesh: MeshSession) -> None:
+        self._log_hold_events(mesh.holds)
+
+    def _log_hold_events(self, holds: list[HoldEvent]) -> None:
         now = time.monotonic()
-        for ev in mesh.holds:
+        for ev in holds:
             who = ev.node_id[:8] + (f" ({ev.peer.name})" if ev.peer.name else "")
             if ev.kind == "held":
                 left = max(0.0, ev.until - now)
@@ -439,7 +543,9 @@ class Service:
             self._saved = (peers, now)
 
     def _log_refusals(self, mesh: MeshSession) -> None:
-        current = set(mesh.refusals)
+        self._log_refusal_changes(set(mesh.refusals))
+
+    def _log_refusal_changes(self, current: set[tuple[str, str]]) -> None:
         for node_id, reason in sorted(current - self.refusals_logged):
             events.emit(
                 logging.WARNING,
@@ -470,20 +576,25 @@ class Service:
             )
         self.stale_logged = stale_now
 
-    def status_line(self) -> str:
+    def _count_peers(self) -> None:
+        """The status line's numbers, from the last full read (steps update the peers)."""
         now = time.time()
-        managed = [i for i in self.observed.interfaces.values() if i.managed]
-        peers = recent = 0
-        for iface in managed:
-            if iface.device is None:
+        self.peer_counts = {}
+        self.recent_handshakes = 0
+        for iface in self.observed.interfaces.values():
+            if not iface.managed:
                 continue
-            peers += len(iface.device.peers)
-            recent += sum(
-                1
-                for s in iface.device.stats.values()
-                if s.last_handshake and now - s.last_handshake <= RECENT_HANDSHAKE
-            )
-        text = f"{len(managed)} interface(s), {peers} peer(s), {recent} with a recent handshake"
+            self.peer_counts[iface.name] = len(iface.device.peers) if iface.device is not None else 0
+            if iface.device is not None:
+                self.recent_handshakes += sum(
+                    1
+                    for s in iface.device.stats.values()
+                    if s.last_handshake and now - s.last_handshake <= RECENT_HANDSHAKE
+                )
+
+    def status_line(self) -> str:
+        peers, recent = sum(self.peer_counts.values()), self.recent_handshakes
+        text = f"{len(self.peer_counts)} interface(s), {peers} peer(s), {recent} with a recent handshake"
         if self.config_problem:
             text += f" - the configuration file {self.config_problem}: the previous one stays in force"
         return text + (" - last apply failed" if self.failed else "")

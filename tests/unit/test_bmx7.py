@@ -14,6 +14,7 @@ from bmx7_wg.mesh.bmx7 import (
     Bmx7Unavailable,
     NodeInfo,
     Parameter,
+    ReceivedCache,
     parse_parameters_json,
     parse_parameters_text,
     parse_status,
@@ -123,6 +124,43 @@ def test_received_reads_and_refuses(runtime: Bmx7Runtime, tmp_path: Path) -> Non
     assert files["garbage:wg-bmx7"].node_id is None
     assert files[f"{'B' * 56}:wg-bmx7"].refusal == "is not a regular file"
     assert not files[f"{'C' * 56}:wg-bmx7"].ok
+
+
+def test_received_with_a_cache_reads_only_changed_files(runtime: Bmx7Runtime, tmp_path: Path) -> None:
+    rcvd = tmp_path / "sms" / "rcvdSms"
+    (rcvd / f"{N1}:wg-bmx7").write_bytes(b"one")
+    (rcvd / f"{N2}:wg-bmx7").write_bytes(b"two")
+    cache = ReceivedCache()
+    first = {f.node_id: f for f in runtime.received("wg-bmx7", cache=cache)}
+    # The same file (same inode, size and times) is not read again: the very same value.
+    again = {f.node_id: f for f in runtime.received("wg-bmx7", cache=cache)}
+    assert again[N1] is first[N1] and again[N2] is first[N2]
+    # A new file (a rename into place, as bmx7 writes) is read; a removed one is forgotten.
+    (rcvd / "tmp").write_bytes(b"ONE, longer")
+    os.rename(rcvd / "tmp", rcvd / f"{N1}:wg-bmx7")
+    (rcvd / f"{N2}:wg-bmx7").unlink()
+    third = runtime.received("wg-bmx7", cache=cache)
+    assert [(f.node_id, f.data) for f in third] == [(N1, b"ONE, longer")]
+    assert set(cache.files) == {f"{N1}:wg-bmx7"}
+
+
+def test_received_entries_reads_the_named_files(runtime: Bmx7Runtime, tmp_path: Path) -> None:
+    rcvd = tmp_path / "sms" / "rcvdSms"
+    (rcvd / f"{N1}:wg-bmx7").write_bytes(b"one")
+    (rcvd / f"{N2}:wg-bmx7").symlink_to("/etc/passwd")
+    cache = ReceivedCache()
+    got = runtime.received_entries(
+        [f"{N1}:wg-bmx7", f"{N2}:wg-bmx7", f"{'A' * 56}:wg-bmx7", f"{N1}:other"], "wg-bmx7", cache=cache
+    )
+    assert set(got) == {f"{N1}:wg-bmx7", f"{N2}:wg-bmx7", f"{'A' * 56}:wg-bmx7"}  # other SMS: left out
+    one = got[f"{N1}:wg-bmx7"]
+    assert one is not None and one.data == b"one"
+    link = got[f"{N2}:wg-bmx7"]
+    assert link is not None and link.refusal == "is a symbolic link"
+    assert got[f"{'A' * 56}:wg-bmx7"] is None  # gone
+    # What was read is what a full read with the cache starts from.
+    full = {f.file_name: f for f in runtime.received("wg-bmx7", cache=cache)}
+    assert full[f"{N1}:wg-bmx7"] is one
 
 
 def test_received_without_directory(tmp_path: Path) -> None:

@@ -249,3 +249,47 @@ def test_a_restored_peer_keeps_the_time_it_was_remembered_with() -> None:
     assert g.snapshot("wm")[B].last_seen == clock.wall - 15
     g.hold({"wm": MeshInputs(peers=(peer(B),))})  # read: seen now
     assert g.snapshot("wm")[B].last_seen == clock.wall
+
+
+def test_update_of_the_changed_nodes_keeps_what_hold_of_them_all_keeps() -> None:
+    """`update` (the service's step: only changed nodes) against `hold` (every node), on
+    random departures, returns, new keys, keys taken from a held peer and refusals."""
+    import copy
+    import random
+
+    rng = random.Random(7)
+    clock = Clock()
+    keys = [PrivateKey.generate().public_key() for _ in range(12)]
+    nodes = [f"{i:056X}" for i in range(10)]
+    current = {n: mesh_peer(n, f"fd77::{i + 1:x}/128", keys[i]) for i, n in enumerate(nodes[:6])}
+    full = MeshGrace(5.0, clock)
+    full.hold(inputs(*current.values()))
+    step = copy.deepcopy(full, {id(clock): clock})  # one clock for both
+    for _ in range(300):
+        clock.now += rng.choice((0.0, 0.5, 2.0, 6.0))
+        changed: dict[str, Peer | None] = {}
+        refused: set[str] = set()
+        for n in rng.sample(nodes, rng.randint(1, 3)):
+            what = rng.choice(("leave", "announce", "new key", "refused"))
+            i = nodes.index(n)
+            if what == "leave":
+                current.pop(n, None)
+                changed[n] = None
+            elif what == "refused":
+                current.pop(n, None)
+                changed[n] = None
+                refused.add(n)
+            else:
+                key = rng.choice(keys) if what == "new key" else keys[i]
+                if any(p.public_key == key for m, p in current.items() if m != n):
+                    continue  # the mesh's rules refuse a key two nodes claim
+                current[n] = mesh_peer(n, f"fd77::{i + 1:x}/128", key)
+                changed[n] = current[n]
+        want = full.hold(inputs(*current.values()), frozenset(refused))["wg0"].peers
+        got = step.update("wg0", changed, frozenset(refused))
+        assert got is not None
+        assert {p.node_id: p for p in want} == {n: r.peer for n, r in step.snapshot("wg0").items()}
+        assert sorted((e.kind, e.node_id) for e in step.events) == sorted(
+            (e.kind, e.node_id) for e in full.events
+        )
+        assert step.next_deadline() == full.next_deadline()

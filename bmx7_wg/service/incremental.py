@@ -1,0 +1,316 @@
+"""The service's step between full reconciles: a few announcements changed, so change
+only their peers.
+
+A full reconcile (engine.reconcile) reads every announcement, the trust, bmx7 and the
+whole system, and plans every peer: its cost grows with the mesh. Between two of them
+the service learns from inotify which `rcvdSms/` files changed; `MeshTracker` keeps
+what the last full reconcile found (each node's announcement, which nodes claim which
+key, each node's peer and refusals, this node's reservations, the device's peers) and
+turns the changed files into the peer changes they cause, at a cost that grows with
+the change, not with the mesh:
+
+- only the named files are read and parsed;
+- the mesh's rules (mesh.view.mesh_peers) run on the changed nodes and the nodes that
+  claim the same keys (a key claimed twice refuses every claimant, and stops doing so
+  when one of them goes): a node's peer depends on no other node's announcement;
+- the grace period (mesh.grace.MeshGrace.update) and this node's rules
+  (mesh.view.Clearance) see only those peers;
+- the planner's own peer comparison (plan.planner.plan_peers) runs on their keys
+  against the device's peers as last read and since changed, and the executor sends
+  the difference as one device change.
+
+The same functions decide as in a full reconcile, on fewer nodes. What they cannot
+decide from a few nodes goes to a full reconcile instead (`step` returns None): an
+announcement with networks (the overlap rule weighs every node's networks, and its
+routes depend on the interface's other routes), a file that is refused as a file
+(bad name, too large, a symlink), a node id announced by two files, a held peer with
+networks, and anything before the first full reconcile of the mesh interface. A full
+reconcile also still runs at start, on trust, configuration and bmx7 changes, on
+rtnetlink events of managed links, after a failure and at the safety-net interval:
+it is the reference, and tests/integration/test_incremental.py drives random event
+sequences through both and requires the same device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from bmx7_wg.config.model import Config
+from bmx7_wg.mesh.announce import AnnouncementError, parse_announcement
+from bmx7_wg.mesh.bmx7 import ReceivedFile
+from bmx7_wg.mesh.grace import HoldEvent, MeshGrace
+from bmx7_wg.mesh.nodeid import NODE_ID_RE
+from bmx7_wg.mesh.session import MeshSession
+from bmx7_wg.mesh.view import Clearance, TrustPolicy, mesh_peers, reservations
+from bmx7_wg.plan.actions import Action, AddPeer, RemovePeer, UpdatePeer
+from bmx7_wg.plan.planner import plan_peers
+from bmx7_wg.plan.state import DesiredInterface, Device, Implementation, ObservedState, Peer
+
+NodeRefusals = tuple[tuple[str, str], ...]  # (node id, message), as MeshSession.refusals
+
+
+@dataclass
+class Step:
+    """What a few changed announcements change: the device's peer actions, the grace
+    periods started or ended, and each touched node's refusals now."""
+
+    actions: list[Action]
+    holds: list[HoldEvent]
+    refusals: dict[str, NodeRefusals]  # node id -> its refusals now (empty: none)
+    # The tracker's new facts, taken in by `MeshTracker.commit` once the actions ran.
+    data: dict[str, bytes | None] = field(default_factory=dict)
+    entries: dict[str, str] = field(default_factory=dict)  # node id -> its file name
+    keys: dict[str, str | None] = field(default_factory=dict)
+    needs_full: dict[str, bool] = field(default_factory=dict)
+    final: dict[str, Peer | None] = field(default_factory=dict)
+
+
+@dataclass
+class MeshTracker:
+    """What the last full reconcile found on the mesh interface, kept up to date."""
+
+    interface: str
+    implementation: Implementation
+    sms: str  # the SMS name of the announcements
+    own_id: str
+    policy: TrustPolicy
+    accept_networks: tuple[str, ...]
+    names: Mapping[str, str]  # node id -> host name, as bmx7 told the last full reconcile
+    clearance: Clearance
+    static: Mapping[str, Peer]  # the interface's static peers by key: they win over mesh peers
+    data: dict[str, bytes]  # node id -> its announcement's bytes
+    entry_of: dict[str, str]  # node id -> its rcvdSms file name
+    keys: dict[str, str]  # node id -> the key its announcement claims (trusted, parsed)
+    by_key: dict[str, set[str]]  # key -> the nodes claiming it
+    # Nodes only a full reconcile decides: their announcement carries networks, or two
+    # files announce them.
+    needs_full: set[str]
+    final: dict[str, Peer]  # node id -> its peer on the device (announced or held, cleared)
+    final_by_key: dict[str, str]  # key -> node id, of `final`
+    refusals: dict[str, NodeRefusals]  # node id -> its refusals
+    device: dict[str, Peer]  # the device's peers: as last read, then as changed since
+
+    @classmethod
+    def from_full(
+        cls,
+        config: Config,
+        mesh: MeshSession,
+        desired: Iterable[DesiredInterface],
+        observed: ObservedState,
+        planned: Mapping[str, tuple[Peer, ...]],
+        device: Device | None,
+    ) -> MeshTracker | None:
+        """A tracker from a full reconcile that succeeded, or None when steps cannot
+        follow it (bmx7 did not answer, a node id in two files, no device read...).
+
+        `observed` is what the reconcile planned against (its host networks are the
+        reservations), `device` the mesh interface's peers after it."""
+        iface = mesh.interface
+        if (
+            iface is None
+            or config.bmx7 is None
+            or mesh.node is None
+            or mesh.policy is None
+            or mesh.view is None
+            or device is None
+            or device.private_key is None
+            or mesh.inputs.get(iface.name) is None
+            or mesh.inputs[iface.name].hold
+        ):
+            return None
+        want = next((d for d in desired if d.name == iface.name), None)
+        if want is None:
+            return None
+        entry_of: dict[str, str] = {}
+        data: dict[str, bytes] = {}
+        twice: set[str] = set()
+        for f in mesh.received:
+            if f.node_id is None or f.data is None:
+                continue
+            if f.node_id in entry_of:
+                twice.add(f.node_id)  # "announced twice"
+                continue
+            entry_of[f.node_id] = f.file_name
+            data[f.node_id] = f.data
+        keys: dict[str, str] = {}
+        by_key: dict[str, set[str]] = {}
+        needs_full: set[str] = set(twice)
+        for node_id, ann in mesh.view.announcements.items():
+            keys[node_id] = ann.public_key
+            by_key.setdefault(ann.public_key, set()).add(node_id)
+            if ann.networks:
+                needs_full.add(node_id)
+        final = {p.node_id: p for p in planned.get(iface.name, ()) if p.node_id}
+        refusals: dict[str, list[tuple[str, str]]] = {}
+        for node_id, message in mesh.refusals:
+            refusals.setdefault(node_id, []).append((node_id, message))
+        host = observed.host
+        reserved = reservations(config.interfaces, host.addresses, host.routes, iface.name)
+        return cls(
+            interface=iface.name,
+            implementation=want.implementation,
+            sms=config.bmx7.announce,
+            own_id=mesh.node.node_id,
+            policy=mesh.policy,
+            accept_networks=tuple(iface.accept_networks),
+            names=dict(mesh.names),
+            clearance=Clearance(reserved, device.private_key.public_key()),
+            static={p.public_key: p for p in want.peers.values() if p.source == "static"},
+            data=data,
+            entry_of=entry_of,
+            keys=keys,
+            by_key=by_key,
+            needs_full=needs_full,
+            final=final,
+            final_by_key={p.public_key: n for n, p in final.items()},
+            refusals={n: tuple(r) for n, r in refusals.items()},
+            device=dict(device.peers),
+        )
+
+    def step(self, files: Mapping[str, ReceivedFile | None], grace: MeshGrace | None) -> Step | None:
+        """The changes the named `rcvdSms/` files (read now; None: gone) cause, and the
+        end of any grace period that is over; None: a full reconcile must decide."""
+        suffix = ":" + self.sms
+        changed: dict[str, bytes | None] = {}
+        entries: dict[str, str] = {}
+        for entry, f in files.items():
+            prefix = entry[: -len(suffix)]
+            if not entry.endswith(suffix) or not NODE_ID_RE.match(prefix):
+                return None
+            node_id = prefix.upper()
+            if self.entry_of.get(node_id, entry) != entry:
+                return None  # a second file for a node: "announced twice"
+            if f is not None and not f.ok:
+                return None  # refused as a file: the full reconcile says why
+            if node_id == self.own_id:
+                continue  # our own announcement, echoed
+            payload = f.data if f is not None else None
+            if self.data.get(node_id) != payload:
+                changed[node_id] = payload
+                entries[node_id] = entry
+        keys: dict[str, str | None] = {}
+        needs_full: dict[str, bool] = {}
+        for node_id, payload in changed.items():
+            if node_id in self.needs_full:
+                return None
+            key = None
+            if payload is not None and self.policy.refusal(node_id) is None:
+                try:
+                    ann = parse_announcement(payload)
+                except AnnouncementError:
+                    pass
+                else:
+                    if ann.networks:
+                        return None
+                    key = ann.public_key
+            keys[node_id] = key
+            needs_full[node_id] = False
+        # The nodes whose peer may change: the changed ones and those that claim (or
+        # claimed) the same key.
+        affected = set(changed)
+        for node_id in changed:
+            for key in (self.keys.get(node_id), keys[node_id]):
+                if key is not None:
+                    affected |= self.by_key.get(key, set())
+        if affected & self.needs_full:
+            return None
+        if grace is not None and any(len(p.allowed_ips) != 1 for p in grace.held_peers(self.interface)):
+            return None
+        received = []
+        for node_id in affected:
+            payload = changed[node_id] if node_id in changed else self.data.get(node_id)
+            if payload is not None:
+                received.append((node_id, payload))
+        view = mesh_peers(self.own_id, received, self.policy, self.accept_networks, self.names)
+        announced: dict[str, Peer | None] = dict.fromkeys(affected)
+        for peer in view.peers:
+            announced[peer.node_id or ""] = peer
+        refusals: dict[str, list[tuple[str, str]]] = {n: [] for n in affected}
+        for r in view.refusals:
+            refusals.setdefault(r.node_id, []).append((r.node_id, r.describe()))
+        holds: list[HoldEvent] = []
+        if grace is not None:
+            refused = frozenset(n for n, rs in refusals.items() if rs)
+            effective = grace.update(self.interface, announced, refused)
+            if effective is None:
+                return None
+            holds = list(grace.events)
+        else:
+            effective = announced
+        # This node's rules, then the device's side of each touched node.
+        final: dict[str, Peer | None] = {}
+        for node_id, kept in effective.items():
+            refusals.setdefault(node_id, [])
+            if kept is None:
+                final[node_id] = None
+                continue
+            cleared = self.clearance([kept])
+            refusals[node_id] += [(r.node_id, r.describe()) for r in cleared.refusals]
+            final[node_id] = cleared.peers[0] if cleared.peers else None
+        # Every key a touched node had or has now -> its peer now (the static peer wins).
+        want: dict[str, Peer] = {}
+        touched_keys = {p.public_key for p in (self.final.get(n) for n in final) if p is not None}
+        for now in final.values():
+            if now is None:
+                continue
+            if len(now.allowed_ips) != 1:
+                return None  # not reached: only a tunnel address comes this way (checked above)
+            holder = self.final_by_key.get(now.public_key)
+            if holder is not None and holder not in final:
+                return None  # not reached: the rules refuse a key another node claims
+            touched_keys.add(now.public_key)
+            want[now.public_key] = now
+        for key in touched_keys & self.static.keys():
+            want[key] = self.static[key]
+        have = {k: self.device[k] for k in touched_keys if k in self.device}
+        return Step(
+            actions=plan_peers(self.interface, want, have),
+            holds=holds,
+            refusals={n: tuple(r) for n, r in refusals.items()},
+            data=changed,
+            entries=entries,
+            keys=keys,
+            needs_full=needs_full,
+            final=final,
+        )
+
+    def commit(self, step: Step, done: Iterable[Action]) -> None:
+        """Take in a step whose actions all ran (`done`)."""
+        for node_id, payload in step.data.items():
+            if payload is None:
+                self.data.pop(node_id, None)
+                self.entry_of.pop(node_id, None)
+            else:
+                self.data[node_id] = payload
+                self.entry_of[node_id] = step.entries[node_id]
+        for node_id, key in step.keys.items():
+            old = self.keys.pop(node_id, None)
+            if old is not None:
+                claimants = self.by_key.get(old, set())
+                claimants.discard(node_id)
+                if not claimants:
+                    self.by_key.pop(old, None)
+            if key is not None:
+                self.keys[node_id] = key
+                self.by_key.setdefault(key, set()).add(node_id)
+        for node_id, peer in step.final.items():
+            old_peer = self.final.pop(node_id, None)
+            if old_peer is not None and self.final_by_key.get(old_peer.public_key) == node_id:
+                del self.final_by_key[old_peer.public_key]
+            if peer is not None:
+                self.final[node_id] = peer
+                self.final_by_key[peer.public_key] = node_id
+        for node_id, refusals in step.refusals.items():
+            if refusals:
+                self.refusals[node_id] = refusals
+            else:
+                self.refusals.pop(node_id, None)
+        for action in done:
+            if isinstance(action, (AddPeer, UpdatePeer)):
+                self.device[action.peer.public_key] = action.peer
+            elif isinstance(action, RemovePeer):
+                self.device.pop(action.public_key, None)
+
+    def all_refusals(self) -> set[tuple[str, str]]:
+        return {r for rs in self.refusals.values() for r in rs}

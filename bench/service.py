@@ -64,6 +64,10 @@ def start_run(ns: Namespace, python: str, config: Path, log: Path) -> subprocess
     # `ip netns exec` execs the command: the PID is bmx7-wg's own.
     # The service's state files go next to its log, not into the machine's /run/bmx7-wg.
     env = dict(_env(), BMX7_WG_RUN_DIR=str(log.parent / "state"))
+    # Logs go to LOG (stderr), never to the journal, even when the bench itself runs under
+    # systemd: mesh_scale.py times the service's log lines.
+    for name in ("JOURNAL_STREAM", "INVOCATION_ID", "BMX7_WG_LOG"):
+        env.pop(name, None)
     with open(log, "wb") as out:
         return subprocess.Popen(
             ns.cmd(python, "-m", "bmx7_wg", "-c", str(config), "run"),

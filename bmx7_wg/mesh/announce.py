@@ -68,7 +68,7 @@ class AnnouncementError(Bmx7WgError):
         self.reason = reason
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Announcement:
     public_key: str  # base64, as `wg pubkey` prints it
     port: int

@@ -60,7 +60,7 @@ class NodeInfo:
     uptime: int | None = field(default=None, compare=False)  # seconds since bmx7 started
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ReceivedFile:
     """One `rcvdSms/<NODEID>:<name>` entry: its bytes, or why it was not read."""
 
@@ -198,6 +198,11 @@ def check_sms_name(name: str) -> str:
 
 def read_capped(path: str, limit: int, *, dir_fd: int | None = None) -> bytes:
     """Read a regular file without following a symlink; raise ValueError with a reason."""
+    return read_capped_stat(path, limit, dir_fd=dir_fd)[0]
+
+
+def read_capped_stat(path: str, limit: int, *, dir_fd: int | None = None) -> tuple[bytes, os.stat_result]:
+    """`read_capped`, and the file's status as it was opened."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
                      dir_fd=dir_fd)
@@ -221,7 +226,7 @@ def read_capped(path: str, limit: int, *, dir_fd: int | None = None) -> bytes:
             size += len(chunk)
         if size > limit:
             raise ValueError(f"is too large (> {limit} bytes)")
-        return b"".join(chunks)
+        return b"".join(chunks), st
     finally:
         os.close(fd)
 
@@ -247,28 +252,31 @@ def _received_entry(
     if not NODE_ID_RE.match(prefix):
         return ReceivedFile(escape(entry), None, refusal="file name holds no node id")
     node_id = prefix.upper()
-    identity: FileIdentity | None = None
-    if cache is not None:
+    known = cache.files.get(entry) if cache is not None and reuse else None
+    if known is not None:
+        # Only a file read before is looked at first: a new one is read at once.
         try:
             st = os.stat(entry, dir_fd=dir_fd, follow_symlinks=False)
         except OSError:
             pass  # read_capped says why
         else:
-            if stat.S_ISREG(st.st_mode):
-                identity = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-                known = cache.files.get(entry)
-                if reuse and known is not None and known[0] == identity:
-                    return known[1]
+            if stat.S_ISREG(st.st_mode) and known[0] == _identity(st):
+                return known[1]
     try:
-        data = read_capped(entry, max_size, dir_fd=dir_fd)
+        data, st = read_capped_stat(entry, max_size, dir_fd=dir_fd)
     except ValueError as exc:
         if cache is not None:
             cache.files.pop(entry, None)
         return ReceivedFile(entry, node_id, refusal=str(exc))
     got = ReceivedFile(entry, node_id, data=data)
-    if cache is not None and identity is not None:
-        cache.files[entry] = (identity, got)
+    if cache is not None:
+        # The identity at opening: a file replaced while it was read has a new one.
+        cache.files[entry] = (_identity(st), got)
     return got
+
+
+def _identity(st: os.stat_result) -> FileIdentity:
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 # ---------------------------------------------------------------- the runtime

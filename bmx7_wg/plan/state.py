@@ -23,7 +23,7 @@ OWNER_ALIAS = "managed-by=bmx7-wg"
 ROUTE_PROTO = 77
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: thousands of them in a big mesh, several times over
 class Peer:
     """A WireGuard peer as it should be, or as a device reports it."""
 
@@ -38,7 +38,7 @@ class Peer:
     node_id: str | None = field(default=None, compare=False)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PeerStats:
     """Runtime facts a device reports about a peer; shown, never planned."""
 

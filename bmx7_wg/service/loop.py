@@ -226,8 +226,11 @@ class Service:
                     # moment (sooner if the new file is complete), and warn if it is missing.
                     self.schedule.soon(RELOAD, VANISHED_CHECK, "configuration file removed")
             elif ev.directory == received_dir and ev.name:
-                self.changed_files.add(ev.name)
-                self.schedule.soon(MESH, MESH_DEBOUNCE, "mesh announcements changed")
+                # A file's content is complete when it is closed after writing or renamed
+                # into place; its creation (IN_CREATE, then the writes) or a chmod says nothing.
+                if ev.mask & (IN_CLOSE_WRITE | IN_MOVED_TO | IN_DELETE | IN_MOVED_FROM):
+                    self.changed_files.add(ev.name)
+                    self.schedule.soon(MESH, MESH_DEBOUNCE, "mesh announcements changed")
             elif ev.directory in mesh_dirs:
                 self.schedule.soon(EVENTS, DEBOUNCE, "mesh announcements or trust changed")
             elif ev.directory == bmx7_dir and ev.name == SOCKET_NAME and ev.mask & (IN_CREATE | IN_MOVED_TO):

@@ -64,17 +64,18 @@ RECENT_HANDSHAKE = 180.0  # seconds: WireGuard re-keys every 2 minutes while tra
 PROBE_INTERVAL = 5.0
 PROBE_TIMEOUT = 1.0
 START_RESOLVE_WAIT = 1.0  # seconds the first reconcile waits for endpoint names, at most
-SAVE_EVERY = 30.0  # seconds: the mesh state file is rewritten at least this often
-# seconds: after a step changed mesh peers, the state file is rewritten this much later
-# (a burst of changes costs one write; stopping writes it at once)
-SAVE_AFTER = 10.0
+# seconds: a full reconcile rewrites the mesh state file if it changed or is this old.
+# Steps never write it (a write is in proportion to the mesh): what they changed is
+# written by the next full reconcile, at the latest the periodic one, and when the
+# service stops.
+SAVE_EVERY = 30.0
 VANISHED_CHECK = 1.0  # seconds after the configuration file was removed, see whether it is back
 
-# Timers (schedule keys). All but the first four mean "reconcile"; MESH and GRACE alone
+# Timers (schedule keys). All but the first three mean "reconcile"; MESH and GRACE alone
 # are a step (service/incremental.py) when one can follow the last full reconcile.
-WATCHDOG, RELOAD, PROBE, SAVE = "watchdog", "reload", "probe", "save"
+WATCHDOG, RELOAD, PROBE = "watchdog", "reload", "probe"
 EVENTS, MESH, GRACE, RETRY, PERIODIC = "events", "mesh", "grace", "retry", "periodic"
-_NOT_RECONCILE = (WATCHDOG, RELOAD, PROBE, SAVE)
+_NOT_RECONCILE = (WATCHDOG, RELOAD, PROBE)
 _STEPS = frozenset({MESH, GRACE})
 _PROBE_REASONS = {
     "down": "bmx7 stopped answering",
@@ -173,8 +174,6 @@ class Service:
         if WATCHDOG in due and self.notifier.watchdog_interval:
             self.notifier.watchdog()
             self.schedule.at(WATCHDOG, time.monotonic() + self.notifier.watchdog_interval, "watchdog")
-        if SAVE in due:
-            self._save_mesh_memory(force=True)
         reasons = [r for key, rs in due.items() if key not in _NOT_RECONCILE for r in rs]
         steps_only = bool(reasons) and _STEPS.issuperset(k for k in due if k not in _NOT_RECONCILE)
         if PROBE in due:
@@ -189,9 +188,7 @@ class Service:
             if reasons:
                 self.reconcile(reasons)
             self.notifier.send("READY=1", f"STATUS={self.status_line()}")
-        elif steps_only and self.mesh_step(reasons):
-            pass
-        elif reasons:
+        elif reasons and not (steps_only and self.mesh_step(reasons)):
             self.reconcile(reasons)
 
     def _on_signal(self, signum: int, frame: object) -> None:
@@ -363,8 +360,6 @@ class Service:
         self._log_hold_events(step.holds)
         self.peer_counts[tracker.interface] = len(tracker.device)
         self.schedule.at(GRACE, self.grace.next_deadline(), "mesh grace period ended")
-        if step.final and not self.schedule.pending(SAVE):
-            self.schedule.at(SAVE, time.monotonic() + SAVE_AFTER, "save the mesh state")
         if done:
             self.notifier.status(self.status_line())
         return True
@@ -382,13 +377,25 @@ class Service:
             self.observed = self.system.observe([])
         except Bmx7WgError:
             pass
+        self._take_observed()
+
+    def _take_observed(self) -> None:
+        """What the status line and the link events need of the state just read; none of
+        it when nothing could be read (the previous numbers stay)."""
+        if self.observed is _UNREAD:
+            return
+        self.managed_ifindexes = {i.ifindex for i in self.observed.interfaces.values() if i.managed}
         self._count_peers()
+        self._log_stale_handshakes()
 
     def reconcile(self, reasons: list[str]) -> None:
         why = "; ".join(reasons)
         mesh: MeshSession | None = None
         desired: DesiredState | None = None
         self.tracker = None
+        # The state read last time is not kept alongside the one read now (10,000 peers:
+        # tens of MB at the peak).
+        self.observed = _UNREAD
         # The full read covers every file an event named; the safety net reads every
         # file afresh (a file rewritten in place keeps its identity for a moment).
         self.changed_files.clear()
@@ -451,9 +458,7 @@ class Service:
                 self._watch()
             if desired is not None and mesh.liveness is not None and mesh.liveness.answering:
                 self._save_mesh_memory()
-        self.managed_ifindexes = {i.ifindex for i in self.observed.interfaces.values() if i.managed}
-        self._count_peers()
-        self._log_stale_handshakes()
+        self._take_observed()
         now = time.monotonic()
         self.schedule.at(GRACE, self.grace.next_deadline(), "mesh grace period ended")
         self.schedule.at(PERIODIC, now + self.interval, "periodic check")
@@ -608,6 +613,9 @@ class Service:
         self.link_events.close()
         for fd in (self._signal_r, self._signal_w, self._resolved_r, self._resolved_w):
             os.close(fd)
+
+
+_UNREAD = ObservedState({})  # Service.observed while a reconcile has not read the state yet
 
 
 def _drain(fd: int) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import stat
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import pytest
 
 from bmx7_wg.mesh.grace import Remembered
 from bmx7_wg.plan.state import Peer
-from bmx7_wg.service.state import MeshMemory
+from bmx7_wg.service.state import MeshMemory, format_state
 
 B = "B" * 56
 KEY = "YWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWE="
@@ -75,3 +76,16 @@ def test_garbage_is_ignored(tmp_path: Path) -> None:
     memory = MeshMemory(str(tmp_path))
     Path(memory.path("wm0")).write_bytes(b"\x00\xff{")
     assert memory.load("wm0") == {}
+
+
+@pytest.mark.parametrize("count", [0, 1, 3])
+def test_the_file_is_the_json_of_format_state(tmp_path: Path, count: int) -> None:
+    """Written peer by peer, the file still holds exactly format_state's object."""
+    memory = MeshMemory(str(tmp_path))
+    (one,) = remembered().values()
+    some = {
+        f"{i:056X}": Remembered(replace(one.peer, node_id=f"{i:056X}"), one.last_seen + i)
+        for i in range(count)
+    }
+    memory.save("wgmesh", some)
+    assert json.loads(Path(memory.path("wgmesh")).read_text()) == format_state("wgmesh", some)

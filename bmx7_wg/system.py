@@ -110,7 +110,9 @@ class System:
             return "userspace"
         return None
 
-    def observe(self, declared: Iterable[str], *, all_wireguard: bool = False) -> ObservedState:
+    def observe(
+        self, declared: Iterable[str], *, all_wireguard: bool = False, devices: bool = True
+    ) -> ObservedState:
         """Read every managed interface and every declared name (and, for `show`, every
         WireGuard interface). Foreign interfaces are read, never written.
 
@@ -118,6 +120,8 @@ class System:
         alone proves nothing (anyone can set it on any link), so a bridge or a plain TUN
         with it is foreign. The links' addresses and routes (`host`) come along, for the
         mesh view; links about to be deleted (managed, no longer declared) are left out.
+        With `devices` False the WireGuard devices are not read (`device` is None): the
+        links, addresses and routes alone, what the service checks on rtnetlink events.
         """
         wanted = set(declared)
         result: dict[str, ObservedInterface] = {}
@@ -140,7 +144,7 @@ class System:
             if not (managed or name in wanted or (all_wireguard and implementation)):
                 continue
             device = None
-            if implementation is not None:
+            if implementation is not None and devices:
                 device = self.device(implementation).get(name)
             result[name] = ObservedInterface(
                 name=name,

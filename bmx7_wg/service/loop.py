@@ -20,6 +20,7 @@ import os
 import select
 import signal
 import time
+from collections.abc import Iterable
 
 from bmx7_wg import lock
 from bmx7_wg.config import reader as config_reader
@@ -32,7 +33,7 @@ from bmx7_wg.mesh.bmx7 import SOCKET_NAME, Bmx7Runtime, ReceivedCache
 from bmx7_wg.mesh.grace import HoldEvent, MeshGrace
 from bmx7_wg.mesh.session import MeshSession, mesh_interface, watch_directories
 from bmx7_wg.net.resolve import Resolver
-from bmx7_wg.plan.state import DesiredState, ObservedState, Peer
+from bmx7_wg.plan.state import DesiredInterface, DesiredState, ObservedState, Peer
 from bmx7_wg.service import events
 from bmx7_wg.service.incremental import MeshTracker
 from bmx7_wg.service.notify import Notifier
@@ -71,11 +72,11 @@ START_RESOLVE_WAIT = 1.0  # seconds the first reconcile waits for endpoint names
 SAVE_EVERY = 30.0
 VANISHED_CHECK = 1.0  # seconds after the configuration file was removed, see whether it is back
 
-# Timers (schedule keys). All but the first three mean "reconcile"; MESH and GRACE alone
+# Timers (schedule keys). All but the first four mean "reconcile"; MESH and GRACE alone
 # are a step (service/incremental.py) when one can follow the last full reconcile.
-WATCHDOG, RELOAD, PROBE = "watchdog", "reload", "probe"
+WATCHDOG, RELOAD, PROBE, LINKS = "watchdog", "reload", "probe", "links"
 EVENTS, MESH, GRACE, RETRY, PERIODIC = "events", "mesh", "grace", "retry", "periodic"
-_NOT_RECONCILE = (WATCHDOG, RELOAD, PROBE)
+_NOT_RECONCILE = (WATCHDOG, RELOAD, PROBE, LINKS)
 _STEPS = frozenset({MESH, GRACE})
 _PROBE_REASONS = {
     "down": "bmx7 stopped answering",
@@ -108,6 +109,9 @@ class Service:
         self.tracker: MeshTracker | None = None
         self.received_cache = ReceivedCache()
         self.peer_counts: dict[str, int] = {}  # managed interface -> its peers
+        # What the last full reconcile left of each interface's link (see _link_state);
+        # None: unknown, a link event means a full reconcile.
+        self.wanted_links: dict[str, LinkState] | None = None
         self.recent_handshakes = 0
         self.refusals_logged: set[tuple[str, str]] = set()
         self.stale_logged: set[tuple[str, str]] = set()
@@ -176,10 +180,16 @@ class Service:
             self.schedule.at(WATCHDOG, time.monotonic() + self.notifier.watchdog_interval, "watchdog")
         reasons = [r for key, rs in due.items() if key not in _NOT_RECONCILE for r in rs]
         steps_only = bool(reasons) and _STEPS.issuperset(k for k in due if k not in _NOT_RECONCILE)
+        if LINKS in due:
+            reason = self._links_changed()
+            if reason:
+                reasons.append(reason)
+                steps_only = False
         if PROBE in due:
             reason = self._probe()
             if reason:
                 reasons.append(reason)
+                steps_only = False
             self._arm_probe()
         if RELOAD in due:
             self.notifier.reloading()
@@ -242,7 +252,22 @@ class Service:
     def _on_link_events(self) -> None:
         touched, overflow = self.link_events.read()
         if overflow or touched & self.managed_ifindexes:
-            self.schedule.soon(EVENTS, DEBOUNCE, "a managed interface changed outside bmx7-wg")
+            # Most are the echo of our own changes (some arrive late, as a link comes up):
+            # the links are read first, and only a difference costs a full reconcile.
+            self.schedule.soon(LINKS, DEBOUNCE, "a managed interface changed")
+
+    def _links_changed(self) -> str | None:
+        """The reason to reconcile if the managed links, addresses and routes are not what
+        the last full reconcile left (read without the WireGuard devices), else None."""
+        if self.failed or self.wanted_links is None:
+            return LINKS_CHANGED
+        try:
+            observed = self.system.observe(list(self.wanted_links), devices=False)
+        except Bmx7WgError:
+            return LINKS_CHANGED
+        if _link_state(observed, self.wanted_links) != self.wanted_links:
+            return LINKS_CHANGED
+        return None
 
     def _watch(self) -> None:
         self.inotify.watch(os.path.dirname(self.config_path))
@@ -393,6 +418,7 @@ class Service:
         mesh: MeshSession | None = None
         desired: DesiredState | None = None
         self.tracker = None
+        self.wanted_links = None
         # The state read last time is not kept alongside the one read now (10,000 peers:
         # tens of MB at the peak).
         self.observed = _UNREAD
@@ -436,6 +462,9 @@ class Service:
             if result.failures:
                 raise ChangesFailed(result.failures, applied=len(result.actions))
             self.observed = self.system.observe([]) if result.actions else result.plan.observed
+            # A later link event is checked against this (changes made meanwhile by
+            # others are reported by link events still to be read).
+            self.wanted_links = {d.name: _wanted_link(d) for d in result.plan.desired.interfaces}
             self.failed = False
             self.schedule.cancel(RETRY)
             if mesh is not None and mesh.interface is not None:
@@ -616,6 +645,24 @@ class Service:
 
 
 _UNREAD = ObservedState({})  # Service.observed while a reconcile has not read the state yet
+LINKS_CHANGED = "a managed interface changed outside bmx7-wg"
+# An interface's link as a reconcile leaves it: (managed and up, mtu, addresses, routes).
+LinkState = tuple[bool, int, frozenset[str], frozenset[str]]
+
+
+def _wanted_link(want: DesiredInterface) -> LinkState:
+    return (True, want.mtu, want.addresses, want.routes)
+
+
+def _link_state(observed: ObservedState, names: Iterable[str]) -> dict[str, LinkState]:
+    out: dict[str, LinkState] = {}
+    for name in names:
+        have = observed.interfaces.get(name)
+        if have is None:
+            out[name] = (False, 0, frozenset(), frozenset())
+        else:
+            out[name] = (have.managed and have.up, have.mtu, have.addresses, have.routes)
+    return out
 
 
 def _drain(fd: int) -> None:

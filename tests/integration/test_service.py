@@ -93,6 +93,33 @@ def test_drift_repaired_without_config_change(service_lab: tuple[Lab, list[Servi
     assert a.ping(b.tunnel_ip)
 
 
+def test_link_changes_by_others_are_repaired_at_once(
+    service_lab: tuple[Lab, list[Service]], tmp_path: Path
+) -> None:
+    """A link event on a managed interface makes the service read the links (not the
+    devices) and reconcile if they are not what it left: with no periodic check in the
+    test's time, each change below is repaired because of its event, once."""
+    lab, services = service_lab
+    a, b = lab.hosts
+    svc = start(lab, services, tmp_path, "--interval", "600")
+    svc.wait_notify("READY=1")
+    # The start made the link: one of each action so far.
+    a.exec("ip", "addr", "del", f"{a.tunnel_ip}/24", "dev", a.ifname)
+    svc.wait_journal("BMX7WG_ACTION=add_address", count=2)
+    a.exec("ip", "link", "set", a.ifname, "mtu", "1300")
+    svc.wait_journal("BMX7WG_ACTION=set_mtu", count=2)
+    a.exec("ip", "link", "set", a.ifname, "down")
+    svc.wait_journal("BMX7WG_ACTION=set_up", count=2)
+    deadline = time.monotonic() + 15
+    while not a.ping(b.tunnel_ip, count=1):
+        assert time.monotonic() < deadline, "no ping through the repaired interface"
+    # The service's own changes came back as link events too: read, found as wanted,
+    # they cost no reconcile, and nothing was done twice.
+    time.sleep(1)
+    for action in ("add_address", "set_mtu", "set_up"):
+        assert len(svc.journal(f"BMX7WG_ACTION={action}")) == 2, action
+
+
 def test_restart_keeps_the_tunnel(service_lab: tuple[Lab, list[Service]], tmp_path: Path) -> None:
     lab, services = service_lab
     a, b = lab.hosts

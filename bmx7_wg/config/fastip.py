@@ -8,6 +8,7 @@ those take the fast path, anything else still goes through `ipaddress`.
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 from functools import lru_cache
 
@@ -75,3 +76,12 @@ def ipv6_zone(text: str) -> str | None:
     if not percent:
         return None
     return "%" + zone.split("/", 1)[0]
+
+
+def ipv6_text(packed: bytes) -> str:
+    """`str(ipaddress.IPv6Address(packed))`, by the C library: the same text (RFC 5952)
+    except for IPv4-mapped and -compatible addresses, which the C library writes with a
+    dotted quad; those are left to `ipaddress`. (A mesh of 10,000 nodes has 20,000 such
+    addresses to write at each full reconcile: ~5 µs each by `ipaddress`.)"""
+    text = socket.inet_ntop(socket.AF_INET6, packed)
+    return str(ipaddress.IPv6Address(packed)) if "." in text else text

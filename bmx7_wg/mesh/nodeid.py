@@ -5,7 +5,8 @@ from __future__ import annotations
 import functools
 import ipaddress
 import re
-import socket
+
+from bmx7_wg.config.fastip import ipv6_text
 
 NODE_ID_RE = re.compile(r"\A[0-9A-Fa-f]{56}\Z")  # \Z: "$" would accept a trailing newline
 TUNNEL_PREFIX = 0xFD77  # the wg_tun plugin's tunnel prefix, fd77::/16
@@ -51,11 +52,8 @@ def primary_text(node_id: str) -> str:
 
 
 def _text(prefix: int, node_id: str) -> str:
-    # The C library's formatter (RFC 5952, as ipaddress writes it for these addresses:
-    # neither IPv4-mapped nor compatible), at a fraction of ipaddress's cost, which
-    # counts once per node in a mesh of thousands.
     suffix = bytes.fromhex(normalize_node_id(node_id))[:14]
-    return socket.inet_ntop(socket.AF_INET6, prefix.to_bytes(2, "big") + suffix)
+    return ipv6_text(prefix.to_bytes(2, "big") + suffix)
 
 
 def short_id(node_id: str) -> str:

@@ -7,7 +7,7 @@ import ipaddress
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bmx7_wg.config.fastip import canonical_address, canonical_network
+from bmx7_wg.config.fastip import canonical_address, canonical_network, ipv6_text
 
 
 def _expected(text: str) -> tuple[int, int, int] | None:
@@ -70,3 +70,15 @@ def test_addresses_agree_with_ipaddress(value: int) -> None:
             assert got is None or (got == address.version and str(address) == text)
     for text in ("010.0.0.1", "1.2.3", "FD00::1", "fe80::1%eth0", "::ffff:1.2.3.4", "", "host"):
         assert canonical_address(text) is None, text
+
+
+@given(st.integers(min_value=0, max_value=2**128 - 1))
+def test_ipv6_text_is_what_ipaddress_writes(value: int) -> None:
+    packed = value.to_bytes(16, "big")
+    assert ipv6_text(packed) == str(ipaddress.IPv6Address(packed))
+
+
+def test_ipv6_text_of_ipv4_mapped_and_compatible_forms() -> None:
+    for text in ("::ffff:1.2.3.4", "::1.2.3.4", "::", "::1", "::ffff:0:0"):
+        packed = ipaddress.IPv6Address(text).packed
+        assert ipv6_text(packed) == str(ipaddress.IPv6Address(packed))

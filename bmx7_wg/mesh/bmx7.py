@@ -477,15 +477,11 @@ class Bmx7Runtime:
         not read again."""
         check_sms_name(name)
         suffix = ":" + name
-        directory = self.received_dir
-        try:
-            dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        except FileNotFoundError:
+        dir_fd = self._open_received_dir()
+        if dir_fd is None:
             if cache is not None:
                 cache.files.clear()
             return []
-        except OSError as exc:
-            raise Bmx7Unavailable(f"cannot read {directory}: {exc.strerror}") from None
         try:
             entries = sorted(e for e in os.listdir(dir_fd) if e.endswith(suffix))
             if cache is not None:
@@ -494,6 +490,15 @@ class Bmx7Runtime:
             return [_received_entry(entry, suffix, max_size, dir_fd, cache) for entry in entries]
         finally:
             os.close(dir_fd)
+
+    def _open_received_dir(self) -> int | None:
+        """`rcvdSms/` opened as a directory; None when there is none (nothing received)."""
+        try:
+            return os.open(self.received_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise Bmx7Unavailable(f"cannot read {self.received_dir}: {exc.strerror}") from None
 
     def received_entries(
         self,
@@ -508,14 +513,10 @@ class Bmx7Runtime:
         `cache` learns what was read."""
         check_sms_name(name)
         suffix = ":" + name
-        directory = self.received_dir
-        out: dict[str, ReceivedFile | None] = {}
-        try:
-            dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        except FileNotFoundError:
+        dir_fd = self._open_received_dir()
+        if dir_fd is None:
             return {e: None for e in entries if e.endswith(suffix)}
-        except OSError as exc:
-            raise Bmx7Unavailable(f"cannot read {directory}: {exc.strerror}") from None
+        out: dict[str, ReceivedFile | None] = {}
         try:
             for entry in entries:
                 if not entry.endswith(suffix):

@@ -7,6 +7,7 @@ order. `plan`, `apply --check` and `apply` all use it; nothing else compares sta
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 
 from bmx7_wg.errors import ConflictError
 from bmx7_wg.plan.actions import (
@@ -82,6 +83,15 @@ def plan(desired: DesiredState, observed: ObservedState) -> list[Action]:
     for name in port_order(desired, observed, deleted):
         actions += setups[name]
     return actions + _plan_announcement(desired, observed)
+
+
+def link_plan(desired: DesiredState, observed: ObservedState) -> list[Action]:
+    """What `plan()` would do to links, addresses and routes alone, for a state read
+    without its WireGuard devices (`System.observe(devices=False)`): how the service
+    checks a link event against what its last reconcile left. Peers, device settings,
+    key files and the announcement are left out."""
+    links = DesiredState(tuple(replace(d, peers={}) for d in desired.interfaces))
+    return [a for a in plan(links, observed) if not a.device and not isinstance(a, CreateKeyFile)]
 
 
 def port_order(desired: DesiredState, observed: ObservedState, deleted: set[str]) -> list[str]:

@@ -62,7 +62,6 @@ class Step:
     data: dict[str, bytes | None] = field(default_factory=dict)
     entries: dict[str, str] = field(default_factory=dict)  # node id -> its file name
     keys: dict[str, str | None] = field(default_factory=dict)
-    needs_full: dict[str, bool] = field(default_factory=dict)
     final: dict[str, Peer | None] = field(default_factory=dict)
 
 
@@ -190,7 +189,6 @@ class MeshTracker:
                 changed[node_id] = payload
                 entries[node_id] = entry
         keys: dict[str, str | None] = {}
-        needs_full: dict[str, bool] = {}
         for node_id, payload in changed.items():
             if node_id in self.needs_full:
                 return None
@@ -205,7 +203,6 @@ class MeshTracker:
                         return None
                     key = ann.public_key
             keys[node_id] = key
-            needs_full[node_id] = False
         # The nodes whose peer may change: the changed ones and those that claim (or
         # claimed) the same key.
         affected = set(changed)
@@ -271,7 +268,6 @@ class MeshTracker:
             data=changed,
             entries=entries,
             keys=keys,
-            needs_full=needs_full,
             final=final,
         )
 
@@ -311,6 +307,3 @@ class MeshTracker:
                 self.device[action.peer.public_key] = action.peer
             elif isinstance(action, RemovePeer):
                 self.device.pop(action.public_key, None)
-
-    def all_refusals(self) -> set[tuple[str, str]]:
-        return {r for rs in self.refusals.values() for r in rs}

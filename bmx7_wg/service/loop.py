@@ -20,7 +20,6 @@ import os
 import select
 import signal
 import time
-from collections.abc import Iterable
 
 from bmx7_wg import lock
 from bmx7_wg.config import reader as config_reader
@@ -33,7 +32,8 @@ from bmx7_wg.mesh.bmx7 import SOCKET_NAME, Bmx7Runtime, ReceivedCache
 from bmx7_wg.mesh.grace import HoldEvent, MeshGrace
 from bmx7_wg.mesh.session import MeshSession, mesh_interface, watch_directories
 from bmx7_wg.net.resolve import Resolver
-from bmx7_wg.plan.state import DesiredInterface, DesiredState, ObservedState, Peer
+from bmx7_wg.plan.planner import link_plan
+from bmx7_wg.plan.state import DesiredState, ObservedState, Peer
 from bmx7_wg.service import events
 from bmx7_wg.service.incremental import MeshTracker
 from bmx7_wg.service.notify import Notifier
@@ -109,9 +109,9 @@ class Service:
         self.tracker: MeshTracker | None = None
         self.received_cache = ReceivedCache()
         self.peer_counts: dict[str, int] = {}  # managed interface -> its peers
-        # What the last full reconcile left of each interface's link (see _link_state);
-        # None: unknown, a link event means a full reconcile.
-        self.wanted_links: dict[str, LinkState] | None = None
+        # What the last full reconcile left, which link events are checked against (None:
+        # unknown, a link event means a full reconcile).
+        self.left: DesiredState | None = None
         self.recent_handshakes = 0
         self.refusals_logged: set[tuple[str, str]] = set()
         self.stale_logged: set[tuple[str, str]] = set()
@@ -125,7 +125,6 @@ class Service:
         self._saved: tuple[dict[str, Peer], float] | None = None  # what the state file holds, and when
         self.config_problem: str | None = None  # why the file on disk is not in force
         self._stop = self._sighup = False
-        self._last_due: dict[str, list[str]] = {}
         self._signal_r, self._signal_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         # Endpoint names are looked up on threads; an answer that changes wakes the loop.
         self._resolved_r, self._resolved_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -174,7 +173,6 @@ class Service:
 
     def _run_due(self) -> None:
         due = self.schedule.due()
-        self._last_due = due
         if WATCHDOG in due and self.notifier.watchdog_interval:
             self.notifier.watchdog()
             self.schedule.at(WATCHDOG, time.monotonic() + self.notifier.watchdog_interval, "watchdog")
@@ -196,10 +194,10 @@ class Service:
             if self.reload():
                 reasons.insert(0, "configuration changed")
             if reasons:
-                self.reconcile(reasons)
+                self.reconcile(reasons, read_all=PERIODIC in due)
             self.notifier.send("READY=1", f"STATUS={self.status_line()}")
         elif reasons and not (steps_only and self.mesh_step(reasons)):
-            self.reconcile(reasons)
+            self.reconcile(reasons, read_all=PERIODIC in due)
 
     def _on_signal(self, signum: int, frame: object) -> None:
         if signum == signal.SIGHUP:
@@ -257,17 +255,15 @@ class Service:
             self.schedule.soon(LINKS, DEBOUNCE, "a managed interface changed")
 
     def _links_changed(self) -> str | None:
-        """The reason to reconcile if the managed links, addresses and routes are not what
-        the last full reconcile left (read without the WireGuard devices), else None."""
-        if self.failed or self.wanted_links is None:
+        """The reason to reconcile if the links, addresses and routes are not what the last
+        full reconcile left (the planner's verdict on a read without the devices), else None."""
+        if self.failed or self.left is None:
             return LINKS_CHANGED
         try:
-            observed = self.system.observe(list(self.wanted_links), devices=False)
+            observed = self.system.observe([d.name for d in self.left.interfaces], devices=False)
+            return LINKS_CHANGED if link_plan(self.left, observed) else None
         except Bmx7WgError:
             return LINKS_CHANGED
-        if _link_state(observed, self.wanted_links) != self.wanted_links:
-            return LINKS_CHANGED
-        return None
 
     def _watch(self) -> None:
         self.inotify.watch(os.path.dirname(self.config_path))
@@ -376,12 +372,15 @@ class Service:
                 for failure in outcome.failures:
                     events.action_failed(failure, why=why)
                 self._apply_failed(why, ChangesFailed(outcome.failures, applied=len(outcome.done)))
+                self._take_observed()
                 return True
             done = outcome.done
         else:
             done = []
+        # The touched nodes' refusals, before and now: the rest of the mesh is not looked at.
+        ended = {r for node_id in step.refusals for r in tracker.refusals.get(node_id, ())}
         tracker.commit(step, done)
-        self._log_refusal_changes(tracker.all_refusals())
+        self._log_refusal_changes({r for rs in step.refusals.values() for r in rs}, ended)
         self._log_hold_events(step.holds)
         self.peer_counts[tracker.interface] = len(tracker.device)
         self.schedule.at(GRACE, self.grace.next_deadline(), "mesh grace period ended")
@@ -402,7 +401,6 @@ class Service:
             self.observed = self.system.observe([])
         except Bmx7WgError:
             pass
-        self._take_observed()
 
     def _take_observed(self) -> None:
         """What the status line and the link events need of the state just read; none of
@@ -413,19 +411,20 @@ class Service:
         self._count_peers()
         self._log_stale_handshakes()
 
-    def reconcile(self, reasons: list[str]) -> None:
+    def reconcile(self, reasons: list[str], *, read_all: bool = False) -> None:
+        """A full reconcile; `read_all` (the safety net): every announcement file is read
+        afresh, none taken from the cache (a file rewritten in place keeps its identity
+        for a moment)."""
         why = "; ".join(reasons)
         mesh: MeshSession | None = None
         desired: DesiredState | None = None
         self.tracker = None
-        self.wanted_links = None
+        self.left = None
         # The state read last time is not kept alongside the one read now (10,000 peers:
         # tens of MB at the peak).
         self.observed = _UNREAD
-        # The full read covers every file an event named; the safety net reads every
-        # file afresh (a file rewritten in place keeps its identity for a moment).
-        self.changed_files.clear()
-        if PERIODIC in self._last_due:
+        self.changed_files.clear()  # the full read covers every file an event named
+        if read_all:
             self.received_cache.files.clear()
         # Lookups run on threads; the plan takes the answers there are.
         self.resolver.request(self._endpoint_hosts())
@@ -464,7 +463,7 @@ class Service:
             self.observed = self.system.observe([]) if result.actions else result.plan.observed
             # A later link event is checked against this (changes made meanwhile by
             # others are reported by link events still to be read).
-            self.wanted_links = {d.name: _wanted_link(d) for d in result.plan.desired.interfaces}
+            self.left = result.plan.desired
             self.failed = False
             self.schedule.cancel(RETRY)
             if mesh is not None and mesh.interface is not None:
@@ -580,9 +579,11 @@ class Service:
             self._saved = (peers, now)
 
     def _log_refusals(self, mesh: MeshSession) -> None:
-        self._log_refusal_changes(set(mesh.refusals))
+        self._log_refusal_changes(set(mesh.refusals), set(self.refusals_logged))
 
-    def _log_refusal_changes(self, current: set[tuple[str, str]]) -> None:
+    def _log_refusal_changes(self, current: set[tuple[str, str]], ended: set[tuple[str, str]]) -> None:
+        """Log the refusals in `current` not in force yet; those in `ended` (a superset of
+        what ended) are no longer in force unless `current` has them."""
         for node_id, reason in sorted(current - self.refusals_logged):
             events.emit(
                 logging.WARNING,
@@ -592,7 +593,8 @@ class Service:
                 reason=reason,
             )
         # Forget refusals that ended, so a node that misbehaves again is logged again.
-        self.refusals_logged = current
+        self.refusals_logged -= ended
+        self.refusals_logged |= current
 
     def _log_stale_handshakes(self) -> None:
         now = time.time()
@@ -646,23 +648,6 @@ class Service:
 
 _UNREAD = ObservedState({})  # Service.observed while a reconcile has not read the state yet
 LINKS_CHANGED = "a managed interface changed outside bmx7-wg"
-# An interface's link as a reconcile leaves it: (managed and up, mtu, addresses, routes).
-LinkState = tuple[bool, int, frozenset[str], frozenset[str]]
-
-
-def _wanted_link(want: DesiredInterface) -> LinkState:
-    return (True, want.mtu, want.addresses, want.routes)
-
-
-def _link_state(observed: ObservedState, names: Iterable[str]) -> dict[str, LinkState]:
-    out: dict[str, LinkState] = {}
-    for name in names:
-        have = observed.interfaces.get(name)
-        if have is None:
-            out[name] = (False, 0, frozenset(), frozenset())
-        else:
-            out[name] = (have.managed and have.up, have.mtu, have.addresses, have.routes)
-    return out
 
 
 def _drain(fd: int) -> None:

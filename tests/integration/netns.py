@@ -10,6 +10,7 @@ import json
 import os
 import secrets
 import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,19 @@ class Host:
         # A few quick tries: the first handshake takes a moment on a fresh tunnel.
         proc = self.exec("ping", "-c", str(count), "-i", "0.2", "-W", "2", "-w", "10", address, check=False)
         return proc.returncode == 0
+
+    def python(self, script: str, ready: str) -> subprocess.Popen[str]:
+        """`script` run by this interpreter inside the namespace, once it has printed the
+        line `ready` (stdin and stdout are pipes; the caller ends it)."""
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", self.ns, sys.executable, "-c", script],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=child_env(),
+        )
+        assert proc.stdout is not None and proc.stdout.readline().strip() == ready
+        return proc
 
     def write_config(self, text: str) -> None:
         self.config_path.write_text(text)

@@ -239,26 +239,13 @@ def test_two_applies_at_once_both_succeed(lab2: Lab) -> None:
 
 
 def _hold_lock(host: Host) -> subprocess.Popen[str]:
-    holder = subprocess.Popen(
-        [
-            "ip",
-            "netns",
-            "exec",
-            host.ns,
-            sys.executable,
-            "-c",
-            "import sys\nfrom bmx7_wg import lock\n"
-            "with lock.held('test-holder'):\n"
-            "    print('held', flush=True)\n"
-            "    sys.stdin.read()\n",
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        env=child_env(),
+    return host.python(
+        "import sys\nfrom bmx7_wg import lock\n"
+        "with lock.held('test-holder'):\n"
+        "    print('held', flush=True)\n"
+        "    sys.stdin.read()\n",
+        ready="held",
     )
-    assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
-    return holder
 
 
 def _release(holder: subprocess.Popen[str]) -> None:

@@ -222,26 +222,16 @@ def test_listen_port_taken_by_another_socket(lab1: Lab) -> None:
     text = big_config(host, peer_keys(5, 4))
     host.write_config(text)
     # Another program holds UDP port 51820 in this namespace (IPv4 and IPv6).
-    holder = subprocess.Popen(
-        [
-            "ip",
-            "netns",
-            "exec",
-            host.ns,
-            sys.executable,
-            "-c",
-            "import socket, time\n"
-            "s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)\n"
-            "s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)\n"
-            "s.bind(('::', 51820))\n"
-            "print('bound', flush=True)\n"
-            "time.sleep(120)\n",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
+    holder = host.python(
+        "import socket, time\n"
+        "s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)\n"
+        "s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)\n"
+        "s.bind(('::', 51820))\n"
+        "print('bound', flush=True)\n"
+        "time.sleep(120)\n",
+        ready="bound",
     )
     try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "bound"
         proc = host.run("apply", check=False)
         message = proc.stderr.strip()
         assert proc.returncode == 5, message

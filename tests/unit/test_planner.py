@@ -28,7 +28,7 @@ from bmx7_wg.plan.actions import (
     UpdatePeer,
 )
 from bmx7_wg.plan.desired import Publication
-from bmx7_wg.plan.planner import plan
+from bmx7_wg.plan.planner import link_plan, plan
 from bmx7_wg.plan.state import (
     Announcement,
     DesiredAnnouncement,
@@ -443,3 +443,23 @@ def test_a_session_key_apply_would_make_is_not_shown_by_plan() -> None:
     (set_key,) = [a for a in run([want(private_key=None)], []) if isinstance(a, SetPrivateKey)]
     assert set_key.to_json() == {"interface": "wg0", "action": "set_private_key", "public_key": None}
     assert set_key.describe() == "wg0: set private key (a new session key)"
+
+
+def test_link_plan_sees_links_addresses_and_routes_not_devices() -> None:
+    """What the service checks a link event with: a read without devices that matches
+    the links plans nothing; a link that differs plans what plan() would do to it."""
+    desired = DesiredState((want(private_key=None, new_key_file="/k"),))
+
+    def links(**kw: object) -> ObservedState:
+        return ObservedState({"wg0": have(device=None, **kw)})
+
+    assert link_plan(desired, links()) == []
+    assert link_plan(desired, links(addresses=frozenset())) == [AddAddress("wg0", address="10.9.0.1/24")]
+    assert link_plan(desired, links(up=False, routes=frozenset())) == [
+        SetUp("wg0"),
+        AddRoute("wg0", network="10.9.1.0/24"),
+    ]
+    assert link_plan(desired, links(mtu=1300)) == [SetMtu("wg0", mtu=1420)]
+    missing = link_plan(desired, ObservedState({}))
+    assert missing[0] == CreateLink("wg0", implementation="userspace")
+    assert not any(a.device for a in missing)

@@ -178,16 +178,16 @@ class MeshTracker:
             if not entry.endswith(suffix) or not NODE_ID_RE.match(prefix):
                 return None
             node_id = prefix.upper()
-            if self.entry_of.get(node_id, entry) != entry:
-                return None  # a second file for a node: "announced twice"
+            if self.entry_of.get(node_id, entry) != entry or entries.get(node_id, entry) != entry:
+                return None  # a second file for a node (known, or new in this batch): "announced twice"
             if f is not None and not f.ok:
                 return None  # refused as a file: the full reconcile says why
             if node_id == self.own_id:
                 continue  # our own announcement, echoed
             payload = f.data if f is not None else None
+            entries[node_id] = entry
             if self.data.get(node_id) != payload:
                 changed[node_id] = payload
-                entries[node_id] = entry
         keys: dict[str, str | None] = {}
         for node_id, payload in changed.items():
             if node_id in self.needs_full:

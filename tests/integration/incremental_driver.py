@@ -56,8 +56,8 @@ def main(argv: list[str] | None = None) -> int:
             rcvd.mkdir(parents=True, exist_ok=True)
             files: dict[str, bytes] = {}  # file name -> bytes, as now in rcvdSms/
             gone: dict[str, bytes] = {}  # removed files, to bring back
-            keys = [PrivateKey.generate().public_key() for _ in range(args.nodes * 3)]
-            denied = make_node_id()
+            keys = [PrivateKey(rng.randbytes(32)).public_key() for _ in range(args.nodes * 3)]
+            denied = node_id(rng)
 
             def write(name: str, data: bytes | None) -> None:
                 path = rcvd / name
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
                 files[name] = data
 
             for _ in range(args.nodes):
-                write(f"{make_node_id()}:{SMS}", format_announcement(rng.choice(keys), 40456))
+                write(f"{node_id(rng)}:{SMS}", format_announcement(rng.choice(keys), 40456))
             own_key_file = work / "own.key"
             config_path = work / "mesh.toml"
             config_path.write_text(
@@ -128,6 +128,11 @@ def main(argv: list[str] | None = None) -> int:
             node.stop()
 
 
+def node_id(rng: random.Random) -> str:
+    """A node id as bmx7 makes one, from the seed: a run is the same run every time."""
+    return make_node_id(rng.randbytes(256))
+
+
 def _random_change(
     rng: random.Random,
     files: dict[str, bytes],
@@ -147,7 +152,7 @@ def _random_change(
     if not existing and kind not in ("join", "denied", "lower case"):
         kind = "join"
     if kind == "join":
-        return f"{make_node_id()}:{SMS}", format_announcement(rng.choice(keys), 40456)
+        return f"{node_id(rng)}:{SMS}", format_announcement(rng.choice(keys), 40456)
     if kind == "leave":
         return rng.choice(existing), None
     if kind == "rekey":
@@ -168,7 +173,7 @@ def _random_change(
     if kind == "denied":
         return f"{denied}:{SMS}", format_announcement(rng.choice(keys), 40456)
     if kind == "lower case":
-        return f"{make_node_id().lower()}:{SMS}", format_announcement(rng.choice(keys), 40456)
+        return f"{node_id(rng).lower()}:{SMS}", format_announcement(rng.choice(keys), 40456)
     if kind == "second file":
         name = rng.choice(existing)
         prefix = name[: -len(SMS) - 1]
@@ -178,7 +183,7 @@ def _random_change(
     if gone:
         name = rng.choice(sorted(gone))
         return name, gone.pop(name)
-    return f"{make_node_id()}:{SMS}", format_announcement(rng.choice(keys), 40456)
+    return f"{node_id(rng)}:{SMS}", format_announcement(rng.choice(keys), 40456)
 
 
 if __name__ == "__main__":

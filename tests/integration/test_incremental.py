@@ -17,7 +17,10 @@ from tests.conftest import REPO, child_env
 pytestmark = pytest.mark.root
 
 
-@pytest.mark.parametrize(("seed", "grace"), [(11, 0), (12, 30), (13, 0), (14, 30)])
+# A run is the same for a seed (node ids and keys come from it). 100 and 125 send a node's
+# first file and a second file for it (another case) in one batch: the step must leave
+# that to a full reconcile ("announced twice").
+@pytest.mark.parametrize(("seed", "grace"), [(11, 0), (12, 30), (13, 0), (14, 30), (100, 0), (125, 30)])
 def test_steps_end_where_a_full_reconcile_ends(seed: int, grace: int) -> None:
     token = secrets.token_hex(3)
     netns = f"bmx7wg-inc-{token}"

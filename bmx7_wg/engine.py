@@ -17,7 +17,7 @@ from bmx7_wg import keys, lock
 from bmx7_wg.config.model import Config, InterfaceConfig
 from bmx7_wg.errors import ApplyError, BackendUnavailable, KeyFileError, StateReadError
 from bmx7_wg.mesh.nodeid import MESH_NETWORK
-from bmx7_wg.mesh.view import Refusal, keep_clear, reservations
+from bmx7_wg.mesh.view import Clearance, Refusal, reservations
 from bmx7_wg.plan.actions import Action
 from bmx7_wg.plan.desired import InterfaceInputs, MeshInputs, Resolver, desired_state
 from bmx7_wg.plan.execute import Failure, Outcome
@@ -49,6 +49,9 @@ class Plan:
     refused: tuple[Refusal, ...] = ()
     # Interface -> its mesh peers as planned (announced or held, this node's rules applied).
     mesh_peers: Mapping[str, tuple[Peer, ...]] = field(default_factory=dict)
+    # Interface -> this node's rules as they were applied (the service's steps reuse them:
+    # indexing the namespace's routes costs ~16 ms per 1,000).
+    clearances: Mapping[str, Clearance] = field(default_factory=dict)
 
 
 def _resolve_all_now(config: Config) -> Resolver:
@@ -136,6 +139,7 @@ class Engine:
         inputs: dict[str, InterfaceInputs] = {}
         refused: list[Refusal] = []
         planned_mesh: dict[str, tuple[Peer, ...]] = {}
+        clearances: dict[str, Clearance] = {}
         for iface in config.interfaces:
             existing = observed.interfaces.get(iface.name)
             implementation = choose_implementation(iface, existing, _kernel_ok, _userspace_ok)
@@ -147,7 +151,8 @@ class Engine:
                 host = observed.host
                 reserved = reservations(config.interfaces, host.addresses, host.routes, iface.name)
                 own = private_key.public_key() if private_key is not None else None
-                clear = keep_clear(m.peers, reserved, own)
+                clearances[iface.name] = Clearance(reserved, own)
+                clear = clearances[iface.name](m.peers)
                 m = replace(m, peers=clear.peers)
                 refused.extend(clear.refusals)
             planned_mesh[iface.name] = m.peers
@@ -162,7 +167,7 @@ class Engine:
                 publish=m.publish,
             )
         desired = desired_state(config, inputs, resolve or _resolve_all_now(config))
-        return Plan(desired, observed, plan(desired, observed), tuple(refused), planned_mesh)
+        return Plan(desired, observed, plan(desired, observed), tuple(refused), planned_mesh, clearances)
 
     def apply(self, p: Plan, on_done: Callable[[Action], None] = lambda a: None) -> Outcome:
         implementations = {d.name: d.implementation for d in p.desired.interfaces}

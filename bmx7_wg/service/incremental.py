@@ -37,6 +37,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from bmx7_wg.config.model import Config
+from bmx7_wg.engine import Plan
 from bmx7_wg.mesh.announce import AnnouncementError, parse_announcement
 from bmx7_wg.mesh.bmx7 import ReceivedFile
 from bmx7_wg.mesh.grace import HoldEvent, MeshGrace
@@ -45,7 +46,7 @@ from bmx7_wg.mesh.session import MeshSession
 from bmx7_wg.mesh.view import Clearance, TrustPolicy, mesh_peers, reservations
 from bmx7_wg.plan.actions import Action, AddPeer, RemovePeer, UpdatePeer
 from bmx7_wg.plan.planner import plan_peers
-from bmx7_wg.plan.state import DesiredInterface, Device, Implementation, ObservedState, Peer
+from bmx7_wg.plan.state import Device, Implementation, Peer
 
 NodeRefusals = tuple[tuple[str, str], ...]  # (node id, message), as MeshSession.refusals
 
@@ -95,16 +96,12 @@ class MeshTracker:
         cls,
         config: Config,
         mesh: MeshSession,
-        desired: Iterable[DesiredInterface],
-        observed: ObservedState,
-        planned: Mapping[str, tuple[Peer, ...]],
+        plan: Plan,
         device: Device | None,
     ) -> MeshTracker | None:
-        """A tracker from a full reconcile that succeeded, or None when steps cannot
-        follow it (bmx7 did not answer, a node id in two files, no device read...).
-
-        `observed` is what the reconcile planned against (its host networks are the
-        reservations), `device` the mesh interface's peers after it."""
+        """A tracker from a full reconcile that succeeded (what it read of the mesh, its
+        plan), or None when steps cannot follow it (bmx7 did not answer, no device
+        read...). `device`: the mesh interface's device as read after the reconcile."""
         iface = mesh.interface
         if (
             iface is None
@@ -118,7 +115,7 @@ class MeshTracker:
             or mesh.inputs[iface.name].hold
         ):
             return None
-        want = next((d for d in desired if d.name == iface.name), None)
+        want = next((d for d in plan.desired.interfaces if d.name == iface.name), None)
         if want is None:
             return None
         entry_of: dict[str, str] = {}
@@ -140,12 +137,17 @@ class MeshTracker:
             by_key.setdefault(ann.public_key, set()).add(node_id)
             if ann.networks:
                 needs_full.add(node_id)
-        final = {p.node_id: p for p in planned.get(iface.name, ()) if p.node_id}
+        final = {p.node_id: p for p in plan.mesh_peers.get(iface.name, ()) if p.node_id}
         refusals: dict[str, list[tuple[str, str]]] = {}
         for node_id, message in mesh.refusals:
             refusals.setdefault(node_id, []).append((node_id, message))
-        host = observed.host
-        reserved = reservations(config.interfaces, host.addresses, host.routes, iface.name)
+        own = device.private_key.public_key()
+        clearance = plan.clearances.get(iface.name)
+        if clearance is None or clearance.own_public_key != own:
+            # No mesh peer was planned, or the key was made by this apply: index anew.
+            host = plan.observed.host
+            reserved = reservations(config.interfaces, host.addresses, host.routes, iface.name)
+            clearance = Clearance(reserved, own)
         return cls(
             interface=iface.name,
             implementation=want.implementation,
@@ -154,7 +156,7 @@ class MeshTracker:
             policy=mesh.policy,
             accept_networks=tuple(iface.accept_networks),
             names=dict(mesh.names),
-            clearance=Clearance(reserved, device.private_key.public_key()),
+            clearance=clearance,
             static={p.public_key: p for p in want.peers.values() if p.source == "static"},
             data=data,
             entry_of=entry_of,

@@ -471,9 +471,7 @@ class Service:
                 self.tracker = MeshTracker.from_full(
                     self.config,
                     mesh,
-                    result.plan.desired.interfaces,
-                    result.plan.observed,
-                    result.plan.mesh_peers,
+                    result.plan,
                     have.device if have is not None else None,
                 )
         except Bmx7WgError as exc:

@@ -48,8 +48,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.service import _proc_cpu, _proc_mem, percentile, start_run, stop, uapi_get
 from bench.static import Namespace, keypair, median, timed
+from bmx7_wg.base.nodeid import primary_address, tunnel_address
 from bmx7_wg.mesh.announce import format_announcement
-from bmx7_wg.mesh.nodeid import primary_address, tunnel_address
 from tests.bmx7sim.sim import SimNode, make_node_id
 
 SMS_NAME = "wg-bmx7"

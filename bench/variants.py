@@ -195,7 +195,7 @@ def _without_fastip() -> None:
     import ipaddress
     from functools import lru_cache
 
-    from bmx7_wg.config import fastip
+    from bmx7_wg.base import fastip
 
     @lru_cache(maxsize=fastip._CACHE_SIZE)
     def canonical_network(text: str) -> tuple[int, int, int] | None:
@@ -231,7 +231,7 @@ WITHOUT: dict[str, tuple[str, Callable[[], None]]] = {
     # name: (the module the replacement goes into, the replacement)
     "rtnl": ("bmx7_wg.net.rtnl", _without_rtnl),
     "fasttoml": ("bmx7_wg.config.fasttoml", _without_fasttoml),
-    "fastip": ("bmx7_wg.config.fastip", _without_fastip),
+    "fastip": ("bmx7_wg.base.fastip", _without_fastip),
     "libcrypto": ("bmx7_wg.keys", _without_libcrypto),
 }
 

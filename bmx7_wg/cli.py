@@ -356,7 +356,7 @@ def cmd_pubkey(args: argparse.Namespace) -> int:
 
 
 def cmd_address(args: argparse.Namespace) -> int:
-    from bmx7_wg.mesh import nodeid
+    from bmx7_wg.base import nodeid
 
     try:
         tunnel = nodeid.tunnel_address(args.node_id)

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from bmx7_wg import keys, lock
+from bmx7_wg.base.nodeid import MESH_NETWORK
 from bmx7_wg.config.model import Config, InterfaceConfig
 from bmx7_wg.errors import ApplyError, BackendUnavailable, KeyFileError, StateReadError
-from bmx7_wg.mesh.nodeid import MESH_NETWORK
 from bmx7_wg.mesh.view import Clearance, Refusal, reservations
 from bmx7_wg.plan.actions import Action
 from bmx7_wg.plan.desired import InterfaceInputs, MeshInputs, Resolver, desired_state
@@ -98,7 +98,7 @@ def choose_implementation(
 
 
 def _kernel_ok() -> bool:
-    from bmx7_wg.net.netlink import kernel_has_wireguard
+    from bmx7_wg.wireguard.probe import kernel_has_wireguard
 
     return kernel_has_wireguard()
 

@@ -6,7 +6,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from bmx7_wg.mesh.nodeid import NODE_ID_RE, short_id, tunnel_address
+from bmx7_wg.base.nodeid import NODE_ID_RE, short_id, tunnel_address
 from bmx7_wg.plan.state import ObservedInterface, ObservedState, Peer, PeerStats
 
 

@@ -21,8 +21,10 @@ from dataclasses import dataclass
 from datetime import date, datetime, time
 from typing import Any
 
+from bmx7_wg.base.fastip import canonical_address, canonical_network, ipv6_zone
+from bmx7_wg.base.nodeid import NODE_ID_RE
+from bmx7_wg.base.smsname import sms_name_problem
 from bmx7_wg.config import fasttoml
-from bmx7_wg.config.fastip import canonical_address, canonical_network, ipv6_zone
 from bmx7_wg.config.model import (
     DEFAULT_GRACE,
     DEFAULT_MESH_PORT,
@@ -36,8 +38,6 @@ from bmx7_wg.config.model import (
 from bmx7_wg.config.positions import KeyPath, Positions, SourceMap, too_deep
 from bmx7_wg.errors import ConfigError, Diagnostic, KeyFileError
 from bmx7_wg.keys import PrivateKey, decode_key, file_type, key_file_problem, read_key_file
-from bmx7_wg.mesh.announce import sms_name_problem
-from bmx7_wg.mesh.nodeid import NODE_ID_RE
 
 __all__ = [
     "BMX7_SETTINGS",

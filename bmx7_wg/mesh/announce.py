@@ -23,11 +23,10 @@ and an unchanged announcement is never rewritten.
 from __future__ import annotations
 
 import ipaddress
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from bmx7_wg.config.fastip import ipv6_zone
+from bmx7_wg.base.fastip import ipv6_zone
 from bmx7_wg.errors import Bmx7WgError
 from bmx7_wg.keys import decode_key
 from bmx7_wg.mesh.escape import escape
@@ -37,25 +36,6 @@ VERSION = 1
 MAX_SIZE = 1024
 MAX_NETWORKS = 16
 _HEADER = f"{MAGIC} {VERSION}"
-
-
-# The SMS name an announcement is published and read under. bmx7 refuses `syncSms` names
-# of 16 or more characters (measured), checks each with validate_name_string (tools.c:
-# A-Z, a-z, 0-9, "-" and "_", and "." but not first or last), and reads `syncSms=-NAME`
-# as "stop publishing NAME", so a name cannot start with "-" either.
-SMS_NAME_MAX = 15
-_SMS_NAME = re.compile(r"(?!-)(?!\.)[A-Za-z0-9_.-]{1,15}(?<!\.)")
-
-
-def sms_name_problem(name: str) -> str | None:
-    """Why bmx7 would not publish an SMS under `name`, or None: the one rule for the
-    configuration (`[bmx7] announce`) and for every use of the name in mesh/bmx7.py."""
-    if _SMS_NAME.fullmatch(name):
-        return None
-    return (
-        f"is not 1-{SMS_NAME_MAX} characters of A-Z, a-z, 0-9, '_', '.', '-' "
-        "(not starting with '-' or '.', not ending with '.'), as bmx7 requires"
-    )
 
 
 class AnnouncementError(Bmx7WgError):

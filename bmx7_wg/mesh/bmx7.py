@@ -24,12 +24,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from bmx7_wg.base.nodeid import NODE_ID_RE, normalize_node_id
+from bmx7_wg.base.smsname import sms_name_problem
 from bmx7_wg.errors import Bmx7WgError
 from bmx7_wg.mesh.announce import MAX_SIZE as ANNOUNCEMENT_MAX_SIZE
-from bmx7_wg.mesh.announce import sms_name_problem
 from bmx7_wg.mesh.escape import escape
 from bmx7_wg.mesh.liveness import Liveness, parse_uptime
-from bmx7_wg.mesh.nodeid import NODE_ID_RE, normalize_node_id
 
 SOCKET_NAME = "sock"
 END_OF_ANSWER = b"$"

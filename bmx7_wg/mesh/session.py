@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from bmx7_wg.base.nodeid import MESH_NETWORK, tunnel_address
 from bmx7_wg.config.model import Bmx7Config, Config, InterfaceConfig
 from bmx7_wg.errors import Bmx7WgError
 from bmx7_wg.mesh.announce import MAX_SIZE as ANNOUNCEMENT_MAX_SIZE
@@ -30,7 +31,6 @@ from bmx7_wg.mesh.bmx7 import (
 )
 from bmx7_wg.mesh.grace import HoldEvent, MeshGrace
 from bmx7_wg.mesh.liveness import Liveness
-from bmx7_wg.mesh.nodeid import MESH_NETWORK, tunnel_address
 from bmx7_wg.mesh.view import MeshView, Refusal, TrustPolicy, mesh_peers
 from bmx7_wg.plan.desired import MeshInputs, Publication
 from bmx7_wg.plan.state import Announcement, DesiredState, ObservedAnnouncement

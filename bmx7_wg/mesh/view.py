@@ -46,15 +46,15 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from bmx7_wg.config.model import InterfaceConfig, TrustMode
-from bmx7_wg.mesh.announce import Announcement, AnnouncementError, parse_announcement
-from bmx7_wg.mesh.nodeid import (
+from bmx7_wg.base.nodeid import (
     BMX7_NETWORK,
     MESH_NETWORK,
     normalize_node_id,
     primary_text,
     tunnel_host,
 )
+from bmx7_wg.config.model import InterfaceConfig, TrustMode
+from bmx7_wg.mesh.announce import Announcement, AnnouncementError, parse_announcement
 from bmx7_wg.plan.state import Peer
 
 # bmx7 trust levels (sec.h): a trust file's level; 2 and 3 both mean "trusted directly".

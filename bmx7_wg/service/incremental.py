@@ -36,12 +36,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from bmx7_wg.base.nodeid import NODE_ID_RE
 from bmx7_wg.config.model import Config
 from bmx7_wg.engine import Plan
 from bmx7_wg.mesh.announce import AnnouncementError, parse_announcement
 from bmx7_wg.mesh.bmx7 import ReceivedFile
 from bmx7_wg.mesh.grace import HoldEvent, MeshGrace
-from bmx7_wg.mesh.nodeid import NODE_ID_RE
 from bmx7_wg.mesh.session import MeshSession
 from bmx7_wg.mesh.view import Clearance, TrustPolicy, mesh_peers, reservations
 from bmx7_wg.plan.actions import Action, AddPeer, RemovePeer, UpdatePeer

@@ -24,10 +24,10 @@ import stat
 from collections.abc import Mapping
 from typing import Any, TextIO
 
-from bmx7_wg.config.fastip import canonical_network
+from bmx7_wg.base.fastip import canonical_network
+from bmx7_wg.base.nodeid import NODE_ID_RE
 from bmx7_wg.keys import decode_key
 from bmx7_wg.mesh.grace import Remembered
-from bmx7_wg.mesh.nodeid import NODE_ID_RE
 from bmx7_wg.plan.state import Peer
 
 log = logging.getLogger(__name__)

@@ -15,6 +15,7 @@ import ipaddress
 from hypothesis import given
 from hypothesis import strategies as st
 
+from bmx7_wg.base.nodeid import MESH_NETWORK, normalize_node_id, primary_address, tunnel_address
 from bmx7_wg.config.reader import parse as parse_config
 from bmx7_wg.keys import PrivateKey
 from bmx7_wg.mesh.announce import (
@@ -24,7 +25,6 @@ from bmx7_wg.mesh.announce import (
     format_announcement,
     parse_announcement,
 )
-from bmx7_wg.mesh.nodeid import MESH_NETWORK, normalize_node_id, primary_address, tunnel_address
 from bmx7_wg.mesh.view import TrustPolicy, keep_clear, mesh_peers, reservations
 from bmx7_wg.plan.desired import InterfaceInputs, desired_state
 from bmx7_wg.plan.planner import plan

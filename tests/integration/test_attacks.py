@@ -23,10 +23,10 @@ from pathlib import Path
 import pytest
 
 from bmx7_wg import keys
+from bmx7_wg.base.nodeid import primary_address, tunnel_address
 from bmx7_wg.keys import PrivateKey
 from bmx7_wg.mesh.announce import format_announcement
 from bmx7_wg.mesh.escape import escape
-from bmx7_wg.mesh.nodeid import primary_address, tunnel_address
 from tests.bmx7sim.sim import SimNode
 from tests.conftest import bmx7_wg_command, child_env
 from tests.integration.netns import Host, Lab

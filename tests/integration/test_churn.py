@@ -21,10 +21,10 @@ from pathlib import Path
 
 import pytest
 
+from bmx7_wg.base.nodeid import tunnel_address
 from bmx7_wg.keys import PrivateKey
 from bmx7_wg.mesh.announce import format_announcement
 from bmx7_wg.mesh.grace import MeshGrace
-from bmx7_wg.mesh.nodeid import tunnel_address
 from bmx7_wg.plan.desired import MeshInputs
 from bmx7_wg.plan.state import Peer
 from tests.bmx7sim.sim import SimNode

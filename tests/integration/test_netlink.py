@@ -38,8 +38,8 @@ from bmx7_wg.net.netlink import (
     NetlinkOperationError,
     WireGuardUnsupported,
     _RouteKey,
-    kernel_has_wireguard,
 )
+from bmx7_wg.wireguard.probe import kernel_has_wireguard
 
 REPO = Path(__file__).resolve().parents[2]
 PROTO = 77

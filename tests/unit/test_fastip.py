@@ -7,7 +7,7 @@ import ipaddress
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bmx7_wg.config.fastip import canonical_address, canonical_network, ipv6_text
+from bmx7_wg.base.fastip import canonical_address, canonical_network, ipv6_text
 
 
 def _expected(text: str) -> tuple[int, int, int] | None:

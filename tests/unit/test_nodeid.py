@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from bmx7_wg.mesh.nodeid import primary_address, primary_text, tunnel_address, tunnel_host
+from bmx7_wg.base.nodeid import primary_address, primary_text, tunnel_address, tunnel_host
 
 
 def _ids() -> list[str]:

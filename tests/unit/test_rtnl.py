@@ -20,7 +20,7 @@ from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
 from bmx7_wg.net import rtnl
-from bmx7_wg.net.netlink import _wireguard_available, kernel_has_wireguard
+from bmx7_wg.wireguard.probe import _wireguard_available, kernel_has_wireguard
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -298,8 +298,7 @@ def test_a_hidden_module_directory_asks_generic_netlink(
     monkeypatch: pytest.MonkeyPatch, kernel_answers: bool
 ) -> None:
     # systemd's ProtectKernelModules= makes /usr/lib/modules unreadable for the service.
-    from bmx7_wg.net import netlink
-    from bmx7_wg.wireguard import kernel
+    from bmx7_wg.wireguard import kernel, probe
 
     class Probe:
         opened = 0
@@ -312,22 +311,22 @@ def test_a_hidden_module_directory_asks_generic_netlink(
         def close(self) -> None:
             pass
 
-    monkeypatch.setattr(netlink, "_wireguard_available", lambda *a: False)
+    monkeypatch.setattr(probe, "_wireguard_available", lambda *a: False)
     monkeypatch.setattr(kernel, "KernelWireGuard", Probe)
-    monkeypatch.setattr(netlink, "_hidden", lambda d: False)
+    monkeypatch.setattr(probe, "_hidden", lambda d: False)
     assert kernel_has_wireguard() is False and Probe.opened == 0
-    monkeypatch.setattr(netlink, "_hidden", lambda d: True)
+    monkeypatch.setattr(probe, "_hidden", lambda d: True)
     assert kernel_has_wireguard() is kernel_answers and Probe.opened == 1
 
 
 def test_hidden_means_present_but_unreadable(tmp_path: Path) -> None:
-    from bmx7_wg.net.netlink import _hidden
+    from bmx7_wg.wireguard.probe import _hidden
 
     assert not _hidden(tmp_path) and not _hidden(tmp_path / "missing")
     locked = tmp_path / "locked"
     locked.mkdir(mode=0)
     # As the service sees it: root without CAP_DAC_OVERRIDE (its bounding set) cannot look in.
-    code = f"from bmx7_wg.net.netlink import _hidden; assert _hidden({str(locked)!r})"
+    code = f"from bmx7_wg.wireguard.probe import _hidden; assert _hidden({str(locked)!r})"
     cmd = [sys.executable, "-c", code]
     if os.geteuid() == 0:
         cmd = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--", *cmd]

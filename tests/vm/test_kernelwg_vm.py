@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from bmx7_wg.keys import PresharedKey, PrivateKey
-from bmx7_wg.net.netlink import kernel_has_wireguard
 from bmx7_wg.plan.actions import DeviceChange
 from bmx7_wg.plan.state import Device, Peer
 from bmx7_wg.wireguard.kernel import KernelWireGuard, KernelWireGuardError
+from bmx7_wg.wireguard.probe import kernel_has_wireguard
 from tests.vm.conftest import in_netns, sh
 
 pytestmark = pytest.mark.vm

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bmx7_wg.base.nodeid import MESH_NETWORK, tunnel_address
+from bmx7_wg.config import reader as config_reader
 from bmx7_wg.config.model import Bmx7Config, Config, InterfaceConfig
 from bmx7_wg.errors import Bmx7WgError
 from bmx7_wg.mesh.announce import MAX_SIZE as ANNOUNCEMENT_MAX_SIZE
@@ -248,8 +249,6 @@ def bmx7_liveness(config: Config) -> Liveness | None:
 
 def withdraw_announcements(config_path: str, interfaces: Iterable[str]) -> None:
     """On `down`: stop publishing this node's announcement if its interface went away."""
-    from bmx7_wg.config import reader as config_reader
-
     try:
         cfg = config_reader.load(config_path)
     except Bmx7WgError:

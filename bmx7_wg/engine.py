@@ -45,7 +45,7 @@ class Plan:
     desired: DesiredState
     observed: ObservedState
     actions: list[Action]
-    # Mesh peers and networks refused because they clash with this node (mesh.view.keep_clear).
+    # Mesh peers and networks refused because they clash with this node (mesh.view.Clearance).
     refused: tuple[Refusal, ...] = ()
     # Interface -> its mesh peers as planned (announced or held, this node's rules applied).
     mesh_peers: Mapping[str, tuple[Peer, ...]] = field(default_factory=dict)

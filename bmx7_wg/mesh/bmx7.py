@@ -56,7 +56,6 @@ class Bmx7CommandError(Bmx7WgError):
 class NodeInfo:
     node_id: str  # 56 upper-case hex
     name: str
-    primary_ip: str
     uptime: int | None = field(default=None, compare=False)  # seconds since bmx7 started
 
 
@@ -94,7 +93,6 @@ def parse_status(text: str) -> NodeInfo:
         return NodeInfo(
             node_id=normalize_node_id(str(status["nodeId"])),
             name=escape(str(status.get("name", ""))),
-            primary_ip=str(status.get("primaryIp", "")),
             uptime=parse_uptime(str(status.get("uptime", ""))),
         )
     except (ValueError, KeyError, TypeError) as exc:

@@ -64,7 +64,7 @@ class MeshSession:
     view: MeshView | None = None
 
     def add_refusals(self, refusals: Iterable[Refusal]) -> None:
-        """Refusals decided later in the reconcile (mesh.view.keep_clear, in the engine)."""
+        """Refusals decided later in the reconcile (mesh.view.Clearance, in the engine)."""
         self.refusals.extend((r.node_id, r.describe()) for r in refusals)
 
     def refusals_json(self) -> list[dict[str, Any]]:

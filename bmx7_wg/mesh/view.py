@@ -30,7 +30,7 @@ the namespace's addresses and routes):
   is refused still counts); one this node would refuse anyway routes nothing, and a
   default route announced outside accept_networks must not take down every network.
 
-`keep_clear` (this node's rules) refuses:
+`Clearance` (this node's rules) refuses:
 - the whole peer: a node announcing this node's own public key;
 - one network: one that overlaps what this node holds (see `Reservation`): a static
   peer's allowed-ips (a default route excepted: it reserves nothing under it), this
@@ -184,7 +184,7 @@ def mesh_peers(
     persistent_keepalive: int = 0,
 ) -> MeshView:
     """Turn received announcements `(node_id, payload)` into peers and refusals
-    (the mesh's rules; `keep_clear` applies this node's)."""
+    (the mesh's rules; `Clearance` applies this node's)."""
     own = normalize_node_id(own_id)
     names = {k.upper(): v for k, v in (node_names or {}).items()}
     accept = _Overlaps((_net(a), "") for a in accept_networks)
@@ -345,8 +345,11 @@ def _host(address: str) -> str:
 
 
 class Clearance:
-    """This node's rules (`keep_clear`) with the reservations indexed once: the service
-    keeps one between full reconciles and checks each changed mesh peer against it."""
+    """This node's rules, with the reservations indexed once: called with mesh peers, it
+    returns them without what this node holds (a peer announcing this node's own public
+    key is refused; a network overlapping a reservation is taken off its peer). The engine
+    makes one per mesh interface at each full reconcile; the service keeps it until the
+    next and checks each changed mesh peer against it."""
 
     def __init__(self, reserved: Iterable[Reservation], own_public_key: str | None) -> None:
         self.held = _Overlaps((_net(r.network), r.why) for r in reserved)
@@ -379,11 +382,3 @@ class Clearance:
             kept.append(peer)
         refusals.sort(key=lambda r: (r.node_id, r.network or ""))
         return MeshView(tuple(kept), tuple(refusals))
-
-
-def keep_clear(
-    peers: Iterable[Peer], reserved: Iterable[Reservation], own_public_key: str | None
-) -> MeshView:
-    """Mesh peers without what this node holds: a peer announcing this node's own public
-    key is refused, and each network overlapping a reservation is taken off its peer."""
-    return Clearance(reserved, own_public_key)(peers)

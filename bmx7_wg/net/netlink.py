@@ -139,10 +139,6 @@ class Netlink:
             addresses = self._rtnl.addresses()
         return _link_info(link, _addresses_by_index(addresses).get(link.index, frozenset()))
 
-    def routes_by_link(self, proto: int) -> dict[int, frozenset[str]]:
-        """Main-table unicast routes with this rtm_protocol, by outgoing link, both families."""
-        return dict(self.link_routes(proto).ours)
-
     def link_routes(self, proto: int) -> LinkRoutes:
         """Routes by outgoing link: ours (main table, unicast, this rtm_protocol) and every
         unicast or local route of every table but default routes, both families.

@@ -95,7 +95,7 @@ def desired_interface(iface: InterfaceConfig, inputs: InterfaceInputs, resolve: 
     for pc in iface.peers:
         peers[pc.public_key] = static_peer(pc, inputs.preshared_keys, resolve)
     # Static peers win over mesh peers with the same key: the operator said so explicitly.
-    # (A mesh node announcing our own public key was refused by mesh.view.keep_clear.)
+    # (A mesh node announcing our own public key was refused by mesh.view.Clearance.)
     for mp in inputs.mesh_peers:
         peers.setdefault(mp.public_key, mp)
 

@@ -38,9 +38,6 @@ class Schedule:
     def cancel(self, key: str) -> None:
         self._timers.pop(key, None)
 
-    def pending(self, key: str) -> bool:
-        return key in self._timers
-
     def next(self) -> float | None:
         """When the earliest timer is due (monotonic), or None."""
         return min((when for when, _ in self._timers.values()), default=None)

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 from bmx7_wg.net import rtnl
 
-IN_MODIFY = 0x002
 IN_ATTRIB = 0x004
 IN_CLOSE_WRITE = 0x008
 IN_MOVED_FROM = 0x040

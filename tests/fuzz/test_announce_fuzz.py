@@ -25,7 +25,7 @@ from bmx7_wg.mesh.announce import (
     format_announcement,
     parse_announcement,
 )
-from bmx7_wg.mesh.view import TrustPolicy, keep_clear, mesh_peers, reservations
+from bmx7_wg.mesh.view import Clearance, TrustPolicy, mesh_peers, reservations
 from bmx7_wg.plan.desired import InterfaceInputs, desired_state
 from bmx7_wg.plan.planner import plan
 from bmx7_wg.plan.state import Device, ObservedInterface, ObservedState
@@ -201,7 +201,7 @@ def test_mesh_view_guarantees(
 ) -> None:
     count("meshview: sets of received announcements")
     policy = TrustPolicy(mode, frozenset(trusted), frozenset(denied), levels)  # type: ignore[arg-type]
-    view = keep_clear(mesh_peers(OWN_ID, received, policy, accept).peers, (), OWN.public_key())
+    view = Clearance((), OWN.public_key())(mesh_peers(OWN_ID, received, policy, accept).peers)
     accept_nets = [ipaddress.ip_network(a) for a in accept]
     mesh_net = ipaddress.ip_network(MESH_NETWORK)
     seen_ips: set[str] = set()
@@ -232,7 +232,7 @@ def test_mesh_view_guarantees(
     # are unique, so only then is the order free).
     if len({node_id.upper() for node_id, _ in received}) == len(received):
         again = mesh_peers(OWN_ID, list(reversed(received)), policy, accept)
-        assert keep_clear(again.peers, (), OWN.public_key()) == view
+        assert Clearance((), OWN.public_key())(again.peers) == view
 
 
 MESH_CONFIG = """[bmx7]
@@ -259,7 +259,7 @@ def test_hostile_mesh_never_reaches_other_interfaces(
     cfg = parse_config(MESH_CONFIG.format(key=KEYS[0]), "/etc/bmx7-wg.toml")
     iface = cfg.interfaces[0]
     view = mesh_peers(OWN_ID, received, TrustPolicy("all"), iface.accept_networks)
-    view = keep_clear(view.peers, reservations(cfg.interfaces, {}, {}, iface.name), OWN.public_key())
+    view = Clearance(reservations(cfg.interfaces, {}, {}, iface.name), OWN.public_key())(view.peers)
     inputs = {
         "wgmesh": InterfaceInputs(
             "userspace", OWN, {}, view.peers, f"{tunnel_address(OWN_ID)}/128", (MESH_NETWORK,)

@@ -614,7 +614,7 @@ class TestReaderMatchesPyroute2:
             ip(netns.name, "-6", "route", "add", *route)
         _assert_matches_pyroute2(nl, veth)
         index_a, index_b = _index(nl, a), _index(nl, b)
-        assert nl.routes_by_link(PROTO) == {
+        assert nl.link_routes(PROTO).ours == {
             index_a: {"10.9.1.0/24", "0.0.0.0/0", "10.9.2.0/24", "fd78::/16", "::ffff:0:0/96"},
             index_b: {"::/0"},
         }
@@ -633,7 +633,7 @@ class TestReaderMatchesPyroute2:
         )
         assert len(rtnl.RouteSocket().routes()) > 2500
         _assert_matches_pyroute2(nl, veth)
-        assert nl.routes_by_link(PROTO) == {_index(nl, a): v4, _index(nl, b): v6}
+        assert nl.link_routes(PROTO).ours == {_index(nl, a): v4, _index(nl, b): v6}
 
     @needs_wireguard_go
     def test_wireguard_go_tun(
@@ -705,7 +705,7 @@ class TestReaderMatchesPyroute2:
             monkeypatch.setattr(nl._rtnl, method, refuse)
         expected = [
             (nl.links, "cannot list links: Operation not permitted"),
-            (lambda: nl.routes_by_link(PROTO), "cannot list routes: Operation not permitted"),
+            (lambda: nl.link_routes(PROTO).ours, "cannot list routes: Operation not permitted"),
             (lambda: nl.link(veth[0]), f"{veth[0]}: cannot read link: Operation not permitted"),
         ]
         for call, message in expected:
@@ -736,7 +736,7 @@ class TestWithoutPyroute2:
             "seen = {}\n"
             "with Netlink() as nl:\n"
             "    nl.links()\n"
-            f"    nl.routes_by_link({PROTO})\n"
+            f"    nl.link_routes({PROTO}).ours\n"
             "    nl.set_alias(name, 'managed-by=bmx7-wg')\n"
             "    nl.disable_ipv6_autoconf(name)\n"
             "    nl.set_mtu(name, 1420)\n"
@@ -747,14 +747,14 @@ class TestWithoutPyroute2:
             f"        nl.add_route(name, network, {PROTO})\n"
             "    info = nl.link(name)\n"
             "    seen['written'] = [info.alias, info.mtu, info.up, sorted(info.addresses),\n"
-            f"        sorted(nl.routes_by_link({PROTO})[info.ifindex])]\n"
+            f"        sorted(nl.link_routes({PROTO}).ours[info.ifindex])]\n"
             f"    nl.remove_route(name, '10.9.1.0/24', {PROTO})\n"
             f"    nl.remove_route(name, 'fd78::/16', {PROTO})\n"
             "    nl.remove_address(name, '10.9.0.1/24')\n"
             "    nl.remove_address(name, 'fd77::1/128')\n"
             "    info = nl.link(name)\n"
             f"    seen['removed'] = [sorted(info.addresses),\n"
-            f"        sorted(nl.routes_by_link({PROTO}).get(info.ifindex, []))]\n"
+            f"        sorted(nl.link_routes({PROTO}).ours.get(info.ifindex, []))]\n"
             "    nl.delete(name)\n"
             "    seen['deleted'] = nl.link(name) is None\n"
             "seen['pyroute2'] = sorted(m for m in sys.modules if m.partition('.')[0] == 'pyroute2')\n"
@@ -802,7 +802,7 @@ def _assert_matches_pyroute2(nl: Netlink, names: tuple[str, ...]) -> dict[str, L
         for name in names:
             assert nl.link(name) == links[name]
         for proto in (PROTO, 2, 3, 4):  # 2 kernel, 3 boot, 4 static
-            assert nl.routes_by_link(proto) == _pyroute2_routes_by_link(ipr, proto)
+            assert nl.link_routes(proto).ours == _pyroute2_routes_by_link(ipr, proto)
     return links
 
 
@@ -925,7 +925,7 @@ def _pyroute2_routes_by_link(ipr: Any, proto: int) -> dict[int, frozenset[str]]:
 
 def _routes(nl: Netlink, ifindex: int, proto: int) -> frozenset[str]:
     """Main-table unicast routes out of one link with this rtm_protocol, both families."""
-    return nl.routes_by_link(proto).get(ifindex, frozenset())
+    return nl.link_routes(proto).ours.get(ifindex, frozenset())
 
 
 def _index(nl: Netlink, name: str) -> int:

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from bmx7_wg.config.model import InterfaceConfig, PeerConfig
 from bmx7_wg.keys import encode_key
 from bmx7_wg.mesh.announce import format_announcement
-from bmx7_wg.mesh.view import MeshView, Reservation, TrustPolicy, keep_clear, mesh_peers, reservations
+from bmx7_wg.mesh.view import Clearance, MeshView, Reservation, TrustPolicy, mesh_peers, reservations
 from bmx7_wg.plan.state import Peer
 
 # Real node ids (bmx7 fixtures, run 1).
@@ -102,7 +102,7 @@ def test_shared_key_refuses_every_claimant() -> None:
 
 
 def test_own_public_key_is_refused() -> None:
-    view = keep_clear(mesh_peers(N1, [(N2, ann(K1)), (N3, ann(K3))], ALL).peers, (), own_public_key=K1)
+    view = Clearance((), own_public_key=K1)(mesh_peers(N1, [(N2, ann(K1)), (N3, ann(K3))], ALL).peers)
     assert [p.node_id for p in view.peers] == [N3]
     assert reasons(view) == [(N2, None, "announces this node's own public key")]
 
@@ -239,7 +239,7 @@ def iface(name: str = "wgmesh", **kw: object) -> InterfaceConfig:
 
 def clear(nets: tuple[str, ...], reserved: tuple[Reservation, ...], accept: str = "0.0.0.0/0") -> MeshView:
     view = mesh_peers(N1, [(G, ann(K2, nets=nets))], ALL, [accept, "2000::/3"])
-    return keep_clear(view.peers, reserved, own_public_key=K1)
+    return Clearance(reserved, own_public_key=K1)(view.peers)
 
 
 def test_networks_of_this_node_are_kept_clear() -> None:
@@ -296,7 +296,7 @@ def test_default_routes_reserve_nothing_but_cover_everything() -> None:
 def test_held_peers_without_node_ids_are_checked_too() -> None:
     # Peers kept from the device while bmx7 is unreachable carry no node id.
     held = Peer(public_key=K2, allowed_ips=frozenset({"fd77::2/128", "192.168.1.0/25"}), source="mesh")
-    view = keep_clear([held], reservations([], {}, {"eth0": ["192.168.1.0/24"]}, "wgmesh"), K1)
+    view = Clearance(reservations([], {}, {"eth0": ["192.168.1.0/24"]}, "wgmesh"), K1)([held])
     assert view.peers[0].allowed_ips == frozenset({"fd77::2/128"})
     assert view.refusals[0].node_id == f"key {K2[:8]}"
 
@@ -367,7 +367,7 @@ def test_no_kept_network_overlaps_what_this_node_holds(
     config = [iface(peers=(PeerConfig(public_key=K9, allowed_ips=tuple(sorted(set(static)))),))]
     reserved = reservations(config, {}, {"eth0": routes}, "wgmesh")
     held = [n for n in routes + static if ipaddress.ip_network(n).prefixlen > 0]
-    kept = keep_clear(view.peers, reserved, own_public_key=KEYS[0])
+    kept = Clearance(reserved, own_public_key=KEYS[0])(view.peers)
     assert all(p.public_key != KEYS[0] for p in kept.peers)
     for nets in networks_of(kept).values():
         for mine in nets:

@@ -46,7 +46,7 @@ def test_at_replaces_and_none_cancels() -> None:
     s.at("grace", 120.0, "x")
     assert s.next() == 120.0
     s.at("grace", None, "x")
-    assert not s.pending("grace") and s.next() is None
+    assert s.next() is None
 
 
 def test_several_due_together() -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,29 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "root" in item.keywords:
             item.add_marker(skip)
+
+
+# A test that guards against a hang (a read that could block on a FIFO, a parser that
+# could loop) takes this fixture: past the deadline it fails with TimeoutError instead of
+# hanging the suite. SIGALRM interrupts a blocking system call (which then raises) as well
+# as a loop in Python code; the test runs in pytest's main thread, where signals arrive.
+NO_HANG_SECONDS = 20
+
+
+@pytest.fixture
+def no_hang() -> Iterator[None]:
+    """Fail, rather than hang the suite, if the test takes more than NO_HANG_SECONDS."""
+
+    def expired(signum: int, frame: object) -> None:
+        raise TimeoutError(f"still running after {NO_HANG_SECONDS} s: it hangs")
+
+    old = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(NO_HANG_SECONDS)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
 
 
 def bmx7_wg_command() -> list[str]:

@@ -224,7 +224,7 @@ def test_stale_json_status_does_not_count_as_running(tmp_path: Path) -> None:
     assert runtime.liveness() == Liveness(str(tmp_path / "sock"), False, reason="Connection refused")
 
 
-def test_hung_daemon_times_out(tmp_path: Path) -> None:
+def test_hung_daemon_times_out(tmp_path: Path, no_hang: None) -> None:
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(str(tmp_path / "sock"))
     server.listen(1)  # accepts (by the kernel) but never answers

@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import os
 import pwd
-import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,22 +29,6 @@ def errors(text: str, state_dir: str = "/nonexistent") -> list[str]:
     with pytest.raises(ConfigError) as caught:
         parse(text, PATH, state_dir=state_dir)
     return [str(d) for d in caught.value.diagnostics]
-
-
-@pytest.fixture
-def no_hang() -> Iterator[None]:
-    """Fail, rather than hang the suite, if something blocks on a FIFO."""
-
-    def expired(signum: int, frame: object) -> None:
-        raise TimeoutError("blocked on a FIFO")
-
-    old = signal.signal(signal.SIGALRM, expired)
-    signal.alarm(20)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
 
 
 def nobody() -> int:

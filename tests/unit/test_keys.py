@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import os
 import pwd
-import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -51,22 +49,6 @@ def test_wrong_length_is_refused() -> None:
 
 
 # ------------------------------------------------------------------ key files
-
-
-@pytest.fixture
-def no_hang() -> Iterator[None]:
-    """Fail, rather than hang the suite, if a read blocks on a FIFO."""
-
-    def expired(signum: int, frame: object) -> None:
-        raise TimeoutError("blocked on a FIFO")
-
-    old = signal.signal(signal.SIGALRM, expired)
-    signal.alarm(20)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
 
 
 def _key_file(path: Path, mode: int = 0o600, content: str | None = None) -> Path:

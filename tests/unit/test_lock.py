@@ -19,7 +19,7 @@ def test_the_lock_file_is_named_after_the_network_namespace(tmp_path: Path) -> N
     assert lock.lock_path().startswith("/run/bmx7-wg/")
 
 
-def test_a_second_holder_gives_up_naming_the_first(tmp_path: Path) -> None:
+def test_a_second_holder_gives_up_naming_the_first(tmp_path: Path, no_hang: None) -> None:
     with lock.held("apply", directory=str(tmp_path)):
         started = time.monotonic()
         with pytest.raises(LockBusy) as caught, lock.held("down", wait=0.3, directory=str(tmp_path)):

@@ -39,7 +39,7 @@ def test_literals_need_no_lookup() -> None:
     assert r("192.0.2.1", 5) == "192.0.2.1:5" and lookups.asked == []
 
 
-def test_hanging_names_are_bounded_all_together(caplog: pytest.LogCaptureFixture) -> None:
+def test_hanging_names_are_bounded_all_together(caplog: pytest.LogCaptureFixture, no_hang: None) -> None:
     lookups = Lookups({"ok.example": "2001:db8::1"}, hang={"h1", "h2", "h3"})
     try:
         r = Resolver(0.5, lookup=lookups)

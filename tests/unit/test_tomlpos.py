@@ -146,7 +146,7 @@ def test_small_documents(text: str, path: KeyPath, key: tuple[int, int], value: 
 
 
 @pytest.mark.parametrize("text", ["[a", "a = [1, 2", 'a = "x', "= 1\n", 'a = """x', "[[]]\nb=1", "x = {a"])
-def test_invalid_text_does_not_hang(text: str) -> None:
+def test_invalid_text_does_not_hang(text: str, no_hang: None) -> None:
     scan(text)
 
 

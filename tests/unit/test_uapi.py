@@ -433,7 +433,7 @@ def test_client_stale_socket(tmp_path: Path) -> None:
         client.set("wg0", "set=1\n\n")
 
 
-def test_client_hung_daemon_times_out(tmp_path: Path) -> None:
+def test_client_hung_daemon_times_out(tmp_path: Path, no_hang: None) -> None:
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(str(tmp_path / "wg0.sock"))
     server.listen(1)  # accepts (in the backlog) but never answers
@@ -595,7 +595,9 @@ def test_start_tries_again_once_a_socket_in_use_is_released(
     assert runs.read_text() == "run\nrun\n"
 
 
-def test_start_gives_up_on_a_hung_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_start_gives_up_on_a_hung_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_hang: None
+) -> None:
     monkeypatch.setenv(wggo.ENV_OVERRIDE, fake_program(tmp_path, "exec sleep 30\n"))
     t0 = time.monotonic()
     with pytest.raises(wggo.WireGuardGoError, match=r"did not finish starting within 0\.3 s"):

@@ -3,6 +3,7 @@ benchmark produces, never how fast anything is: speed is for bench/RESULTS.md.""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -45,6 +46,19 @@ def test_bench_runs_and_writes_its_tables(tmp_path: Path) -> None:
     assert first_row(text, "| mesh nodes | cold start").startswith("| 4 | ")
     assert first_row(text, "| mesh nodes | CPU per event").startswith("| 4 | ")
     assert first_row(text, "| peers | `bmx7-wg apply` from nothing").startswith("| 2 | ")
+
+
+def test_inprocess_bench_runs_and_reports_each_figure() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.inprocess", "--sizes", "3", "--runs", "1"],
+        capture_output=True, text=True, env=child_env(), timeout=120, cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stderr
+    figures = json.loads(proc.stdout)["3"]
+    assert set(figures) == {
+        "toml_bytes", "tomllib_loads_ms", "fasttoml_loads_ms", "ipaddress_text_ms", "fastip_ipv6_text_ms"
+    }
+    assert figures["toml_bytes"] > 0
 
 
 def first_row(text: str, header: str) -> str:

@@ -14,7 +14,10 @@ import ast
 from collections import Counter
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parents[2] / "bmx7_wg"
+import bmx7_wg
+
+# The package as Python imports it: the source tree, or the installed one under autopkgtest.
+PACKAGE = Path(bmx7_wg.__file__).resolve().parent
 
 # "bmx7_wg/folder/module.py:name" -> why it is live although nothing in bmx7_wg reads it.
 ALLOWED: dict[str, str] = {}

@@ -8,7 +8,6 @@ path that quietly stopped being taken, both show here.
 from __future__ import annotations
 
 import base64
-import time
 import tomllib
 from typing import Any
 
@@ -236,22 +235,3 @@ def test_result_is_fresh() -> None:
     first = fasttoml.loads(text)
     first["interface"]["wg0"]["peer"][0]["allowed_ips"].append("x")
     assert fasttoml.loads(text) == tomllib.loads(text)
-
-
-def test_speed_report() -> None:
-    """Not a benchmark with a threshold: prints both times (see with `pytest -s`)."""
-    text = common_shape(10_000)
-
-    def best(loads: Any) -> float:
-        times = []
-        for _ in range(3):
-            start = time.perf_counter()
-            loads(text)
-            times.append(time.perf_counter() - start)
-        return min(times)
-
-    slow, fast = best(tomllib.loads), best(fasttoml.loads)
-    print(
-        f"\n10,000 peers, {len(text) / 1e6:.2f} MB: tomllib.loads {slow * 1000:.0f} ms, "
-        f"fasttoml.loads {fast * 1000:.0f} ms ({slow / fast:.1f}x)"
-    )

@@ -14,7 +14,11 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[2] / "bmx7_wg"
+import bmx7_wg
+
+# The package as Python imports it: the source tree, or the installed one under autopkgtest.
+PACKAGE = Path(bmx7_wg.__file__).resolve().parent
+REPO = Path(__file__).resolve().parents[2]
 
 # Bottom to top, as HACKING.md's "Layers" lists them. "bmx7_wg" is the package's own
 # __init__ (its version); "__main__" is `python -m bmx7_wg`.
@@ -102,7 +106,7 @@ def test_every_unit_of_the_package_has_a_layer() -> None:
 
 
 def test_hacking_states_the_same_order() -> None:
-    hacking = (PACKAGE.parent / "HACKING.md").read_text(encoding="utf-8")
+    hacking = (REPO / "HACKING.md").read_text(encoding="utf-8")
     for i, layer in enumerate(LAYERS, 1):
         line = f"{i}. " + ", ".join(f"`{u}`" for u in layer)
         assert line in hacking, f"HACKING.md lacks the layer line {line!r}"

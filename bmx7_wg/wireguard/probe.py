@@ -1,5 +1,5 @@
-"""Whether the running kernel has WireGuard, asked without loading pyroute2 or a module
-where files can answer (the kernel backend's `auto` choice, engine.choose_implementation)."""
+"""Whether the running kernel has WireGuard, for `backend = "auto"` (engine.choose_implementation):
+from files where they answer, so that neither pyroute2 nor a kernel module is loaded for it."""
 
 from __future__ import annotations
 

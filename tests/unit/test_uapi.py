@@ -441,7 +441,7 @@ def test_client_hung_daemon_times_out(tmp_path: Path, no_hang: None) -> None:
         t0 = time.monotonic()
         with pytest.raises(DeviceUnreachable, match=r"did not answer within 0\.2 s"):
             UapiClient(str(tmp_path), timeout=0.2).get("wg0")
-        assert time.monotonic() - t0 < 2
+        assert time.monotonic() - t0 < 10  # bounded (an unbounded read waits forever); generous for a loaded machine
     finally:
         server.close()
 
@@ -602,7 +602,7 @@ def test_start_gives_up_on_a_hung_start(
     t0 = time.monotonic()
     with pytest.raises(wggo.WireGuardGoError, match=r"did not finish starting within 0\.3 s"):
         wggo.start("wg0", str(tmp_path), timeout=0.3)
-    assert time.monotonic() - t0 < 3
+    assert time.monotonic() - t0 < 10  # the fake start sleeps 30 s; generous for a loaded machine
 
 
 def test_start_runs_wireguard_go_like_wg_quick(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -441,7 +441,8 @@ def test_client_hung_daemon_times_out(tmp_path: Path, no_hang: None) -> None:
         t0 = time.monotonic()
         with pytest.raises(DeviceUnreachable, match=r"did not answer within 0\.2 s"):
             UapiClient(str(tmp_path), timeout=0.2).get("wg0")
-        assert time.monotonic() - t0 < 10  # bounded (an unbounded read waits forever); generous for a loaded machine
+        # Bounded (an unbounded read waits forever); generous for a loaded machine.
+        assert time.monotonic() - t0 < 10
     finally:
         server.close()
 

@@ -118,7 +118,11 @@ def _acquire(dir_fd: int, path: str, deadline: float, wait: float, *, repair: bo
     waiting = False
     while True:
         fd = _open(dir_fd, path)
-        if fd is None or not is_private(os.fstat(fd)):
+        st = None if fd is None else os.fstat(fd)
+        if fd is not None and st is not None and st.st_nlink == 0:
+            os.close(fd)  # removed by its holder since we opened it: take the current one
+            continue
+        if fd is None or st is None or not is_private(st):
             if fd is not None:
                 os.close(fd)
             if not repair:

@@ -173,7 +173,9 @@ class Service:
 
     def _run_due(self) -> None:
         due = self.schedule.due()
-        if WATCHDOG in due and self.notifier.watchdog_interval:
+        # Pinged before any work too, so that each piece of work has the whole of
+        # WatchdogSec, not what is left of it since the last ping.
+        if due and self.notifier.watchdog_interval:
             self.notifier.watchdog()
             self.schedule.at(WATCHDOG, time.monotonic() + self.notifier.watchdog_interval, "watchdog")
         reasons = [r for key, rs in due.items() if key not in _NOT_RECONCILE for r in rs]

@@ -269,9 +269,11 @@ class Service:
 
     def _watch(self) -> None:
         self.inotify.watch(os.path.dirname(self.config_path))
-        for directory in watch_directories(self.config, self.trust_dir):
-            self.inotify.watch(directory)
         bmx7_dir = self._bmx7_dir()
+        received_dir = os.path.join(bmx7_dir, "sms", "rcvdSms") if bmx7_dir else None
+        for directory in watch_directories(self.config, self.trust_dir):
+            # rcvdSms/ is never read through a symlink (mesh/bmx7.py): nor watched through one.
+            self.inotify.watch(directory, follow=directory != received_dir)
         if bmx7_dir:
             self.inotify.watch(bmx7_dir)
 

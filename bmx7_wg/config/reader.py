@@ -35,7 +35,7 @@ from bmx7_wg.config.model import (
     InterfaceConfig,
     PeerConfig,
 )
-from bmx7_wg.config.positions import KeyPath, Positions, SourceMap, too_deep
+from bmx7_wg.config.positions import KeyPath, Positions, SourceMap, long_key, structure_count, too_deep
 from bmx7_wg.errors import ConfigError, Diagnostic, KeyFileError
 from bmx7_wg.keys import PrivateKey, decode_key, file_type, key_file_problem, read_key_file
 
@@ -56,8 +56,20 @@ _MAX_SHOWN = 60  # characters of a wrong value quoted back in a message
 # Nesting that is reported, when it is too deep for the parsers (tomllib gives up at a few
 # hundred levels, depending on the stack); the configuration itself needs two.
 MAX_NESTING = 100
-# A configuration of 10,000 peers is about 1.5 MB; a larger file is refused unread.
-MAX_CONFIG_SIZE = 16 * 2**20
+# A configuration of 10,000 peers is about 1.5 MB; a larger file is refused unread. The
+# bound is also one on the time the parsers and the position scan may take (the service
+# reads the file between two watchdog pings): a 4 MiB file of the worst shape the bounds
+# below allow is read in a few seconds.
+MAX_CONFIG_SIZE = 4 * 2**20
+# Problems listed at most; the rest are counted (each costs a position, a suggestion).
+MAX_DIAGNOSTICS = 100
+# Bounds checked before the parsers see the text: tomllib's time and memory grow with the
+# square of a dotted key's parts (50,000 parts in 100 KB: 46 s, 7 GB) and with the tables
+# a document makes (each table header, inline table and dotted-key part). The deepest key
+# of the configuration has three parts (`interface.NAME.peer`); 10,000 peers written as
+# the example file writes them come to ~110,000 dots, brackets and braces, strings aside.
+MAX_KEY_PARTS = 16
+MAX_STRUCTURE = 250_000
 
 
 class _Invalid(Exception):
@@ -134,6 +146,9 @@ def parse(text: str, path: str, *, state_dir: str = DEFAULT_STATE_DIR) -> Config
 
     Returns the `Config`, or raises ConfigError listing every problem, sorted by position.
     """
+    too_large = _too_large(text, path)
+    if too_large is not None:
+        raise ConfigError([too_large])
     try:
         document = fasttoml.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -166,7 +181,11 @@ def _validate(document: dict[str, Any], text: str, path: str, state_dir: str) ->
     _check_listen_ports(interfaces, reader)
     _check_one_mesh_interface(interfaces, reader)
     if reader.diagnostics:
-        raise ConfigError(sorted(reader.diagnostics, key=lambda d: (d.line, d.col)))
+        shown = sorted(reader.diagnostics, key=lambda d: (d.line, d.col))
+        if reader.unlisted:
+            last = shown[-1]
+            shown.append(Diagnostic(path, last.line, last.col, f"... and {reader.unlisted:,} more problems"))
+        raise ConfigError(shown)
     return Config(path=path, interfaces=interfaces, bmx7=bmx7, positions=reader.positions)
 
 
@@ -182,6 +201,29 @@ def _too_many_digits(text: str, path: str) -> Diagnostic:
     line = text.count("\n", 0, start) + 1
     col = start - (text.rfind("\n", 0, start) + 1) + 1
     return Diagnostic(path, line, col, "invalid TOML: a number with more digits than Python reads (4,300)")
+
+
+def _too_large(text: str, path: str) -> Diagnostic | None:
+    """A key of too many parts, or too many tables, located; None if the text is within
+    the bounds (MAX_KEY_PARTS, MAX_STRUCTURE)."""
+    found = long_key(text, MAX_KEY_PARTS)
+    if found is not None:
+        (line, col), start = found
+        shown = start if len(start) < 40 else start[:37] + "..."
+        return Diagnostic(
+            path, line, col, f"key {shown!r} has more than {MAX_KEY_PARTS} dotted parts"
+        )
+    count, where = structure_count(text, MAX_STRUCTURE)
+    if where is not None:
+        line, col = where
+        return Diagnostic(
+            path,
+            line,
+            col,
+            f"more than {MAX_STRUCTURE:,} table headers, arrays, inline tables and dotted-key "
+            f"parts ({count:,} so far); the file is not read further",
+        )
+    return None
 
 
 def _too_deep(text: str, path: str) -> Diagnostic:
@@ -219,6 +261,7 @@ class _Reader:
         self.state_dir = state_dir
         self.has_bmx7 = False
         self.diagnostics: list[Diagnostic] = []
+        self.unlisted = 0  # problems past MAX_DIAGNOSTICS
         # Where each canonical list element was written: (list path, value) -> element path.
         self._origins: dict[tuple[KeyPath, object], KeyPath] = {}
 
@@ -226,10 +269,20 @@ class _Reader:
     def source(self) -> SourceMap:
         return self.positions.source
 
+    @property
+    def full(self) -> bool:
+        return len(self.diagnostics) >= MAX_DIAGNOSTICS
+
     def at_value(self, path: KeyPath, message: str) -> None:
+        if self.full:
+            self.unlisted += 1
+            return
         self._add(self.source.value(path), path, message)
 
     def at_key(self, path: KeyPath, message: str) -> None:
+        if self.full:
+            self.unlisted += 1
+            return
         self._add(self.source.key(path), path, message)
 
     def _add(self, where: tuple[int, int], path: KeyPath, message: str) -> None:
@@ -262,7 +315,10 @@ class _Reader:
         for key, item in raw.items():
             setting = settings.get(key)
             if setting is None:
-                self.at_key((*path, key), f"unknown key{_did_you_mean(key, settings)}")
+                if self.full:
+                    self.unlisted += 1  # (without the cost of a suggestion)
+                else:
+                    self.at_key((*path, key), f"unknown key{_did_you_mean(key, settings)}")
                 continue
             values[key] = self.read(item, (*path, key), setting.parse)
         return values

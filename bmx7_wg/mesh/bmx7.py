@@ -9,6 +9,11 @@ spaces, followed by " #" (`#` is bmx7's "quit" option, which makes the daemon cl
 the connection), all in one write of less than 2000 bytes. The daemon writes the
 command's output and, after a successful command, a single "$"; after a failed one it
 closes the connection without "$".
+
+No symlink is followed out of bmx7's directories: the runtime directory itself is
+configured by root and taken as it is, but its subdirectories (json/, sms/, sms/rcvdSms,
+sms/sendSms, json/originators) are opened one level at a time with O_NOFOLLOW, relative
+to their parent's descriptor, and every file in them relative to its directory's.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ MAX_COMMAND_SIZE = 2000  # MAX_UNIX_MSG_SIZE: bmx7 reads a command with one read
 MAX_ANSWER_SIZE = 4 * 1024 * 1024
 MAX_JSON_FILE_SIZE = 1024 * 1024
 DEFAULT_TIMEOUT = 3.0
+_SUBDIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class Bmx7Unavailable(Bmx7WgError):
@@ -273,6 +279,14 @@ def _received_entry(
     return got
 
 
+def _kind(name: str, dir_fd: int) -> str:
+    try:
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except OSError:
+        return "not a directory"
+    return "a symbolic link" if stat.S_ISLNK(st.st_mode) else "not a directory"
+
+
 def _identity(st: os.stat_result) -> FileIdentity:
     return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
@@ -308,24 +322,36 @@ class Bmx7Runtime:
     # -- control socket
 
     def command(self, *args: str) -> str:
-        """Send one control command, as `bmx7 -c ARGS...`, and return its output."""
+        """Send one control command, as `bmx7 -c ARGS...`, and return its output.
+
+        One deadline for the whole answer (`timeout`), not one per read: a socket that
+        answers a byte at a time would otherwise hold the caller for as long as it likes."""
         message = (" ".join(args) + " " + " " + QUIT).encode()
         if len(message) >= MAX_COMMAND_SIZE:
             raise ValueError("bmx7 command too long")
+        deadline = time.monotonic() + self.timeout
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         try:
             sock.settimeout(self.timeout)
             try:
                 sock.connect(self.socket_path)
+                sock.settimeout(max(deadline - time.monotonic(), 0.001))
                 sock.sendall(message)
+            except TimeoutError:
+                raise self._unavailable(f"no answer within {self.timeout:g} s") from None
             except OSError as exc:
                 raise self._unavailable(exc.strerror or str(exc)) from None
             answer = bytearray()
             while True:
+                left = deadline - time.monotonic()
                 try:
+                    if left <= 0:
+                        raise TimeoutError
+                    sock.settimeout(left)
                     chunk = sock.recv(65536)
                 except TimeoutError:
-                    raise self._unavailable(f"no answer within {self.timeout:g} s") from None
+                    what = "complete answer" if answer else "answer"
+                    raise self._unavailable(f"no {what} within {self.timeout:g} s") from None
                 except OSError as exc:
                     raise self._unavailable(exc.strerror or str(exc)) from None
                 if not chunk:
@@ -343,14 +369,54 @@ class Bmx7Runtime:
         finally:
             sock.close()
 
+    # -- directories
+
+    def open_directory(self, *parts: str) -> int:
+        """A descriptor of bmx7's subdirectory `parts` (e.g. "sms", "rcvdSms"), no symlink
+        followed on the way; FileNotFoundError if it is missing, Bmx7Unavailable if it
+        cannot be used (a symlink, not a directory)."""
+        path = self.runtime_dir
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            raise Bmx7Unavailable(f"cannot read {path}: {exc.strerror}") from None
+        try:
+            for part in parts:
+                path = os.path.join(path, part)
+                try:
+                    sub = os.open(part, _SUBDIRECTORY, dir_fd=fd)
+                except FileNotFoundError:
+                    raise
+                except OSError as exc:
+                    if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                        kind = _kind(part, fd)
+                        raise Bmx7Unavailable(
+                            f"cannot read {path}: it is {kind}, not bmx7's directory"
+                        ) from None
+                    raise Bmx7Unavailable(f"cannot read {path}: {exc.strerror}") from None
+                os.close(fd)
+                fd = sub
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
     # -- JSON plugin files
 
     def _json_file(self, *parts: str) -> str:
         path = os.path.join(self.runtime_dir, "json", *parts)
         try:
-            return read_capped(path, MAX_JSON_FILE_SIZE).decode("utf-8", errors="replace")
+            dir_fd = self.open_directory("json", *parts[:-1])
+        except FileNotFoundError:
+            raise Bmx7Unavailable(f"{os.path.dirname(path)} does not exist") from None
+        try:
+            return read_capped(parts[-1], MAX_JSON_FILE_SIZE, dir_fd=dir_fd).decode("utf-8", errors="replace")
         except ValueError as exc:
             raise Bmx7Unavailable(f"{path} {exc}") from None
+        finally:
+            os.close(dir_fd)
 
     def own_node(self) -> NodeInfo:
         """This node's id, name, primary address and uptime, asked over the control socket.
@@ -390,17 +456,19 @@ class Bmx7Runtime:
             return parse_originators(obj["originators"])
         except (Bmx7Unavailable, Bmx7CommandError, ValueError, KeyError, TypeError):
             pass
-        directory = os.path.join(self.runtime_dir, "json", "originators")
         objs: list[Any] = []
         try:
-            entries = sorted(os.listdir(directory))
-        except OSError:
+            dir_fd = self.open_directory("json", "originators")
+        except (OSError, Bmx7Unavailable):
             return {}
-        for entry in entries:
-            try:
-                objs.append(json.loads(read_capped(os.path.join(directory, entry), 65536)))
-            except ValueError:
-                continue
+        try:
+            for entry in sorted(os.listdir(dir_fd)):
+                try:
+                    objs.append(json.loads(read_capped(entry, 65536, dir_fd=dir_fd)))
+                except ValueError:
+                    continue
+        finally:
+            os.close(dir_fd)
         return parse_originators(objs)
 
     # -- trust
@@ -431,39 +499,63 @@ class Bmx7Runtime:
         self.command(f"syncSms=-{name}")
         return True
 
+    def _open_send_dir(self) -> int:
+        try:
+            return self.open_directory("sms", "sendSms")
+        except FileNotFoundError:
+            raise Bmx7Unavailable(
+                f"{self.send_dir} does not exist: is bmx7 running with its SMS plugin?"
+            ) from None
+
+    def sent(self, name: str, limit: int) -> bytes:
+        """What sendSms/NAME holds (ValueError if it cannot be read: missing, a symlink, ...)."""
+        check_sms_name(name)
+        try:
+            dir_fd = self._open_send_dir()
+        except Bmx7Unavailable as exc:
+            raise ValueError(str(exc)) from None
+        try:
+            return read_capped(name, limit, dir_fd=dir_fd)
+        finally:
+            os.close(dir_fd)
+
     def publish(self, name: str, data: bytes) -> bool:
         """Write sendSms/NAME atomically; False (and no write) if it already holds `data`."""
         check_sms_name(name)
-        directory = self.send_dir
-        if not os.path.isdir(directory):
-            raise Bmx7Unavailable(
-                f"{directory} does not exist: is bmx7 running with its SMS plugin?"
-            )
-        path = os.path.join(directory, name)
+        dir_fd = self._open_send_dir()
         try:
-            if read_capped(path, len(data)) == data:
-                return False
-        except ValueError:
-            pass
-        # The temporary name is not a registered SMS name, so bmx7 never publishes it.
-        tmp = os.path.join(directory, f".{name}.tmp.{os.getpid()}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
-                     0o644)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
+            try:
+                if read_capped(name, len(data), dir_fd=dir_fd) == data:
+                    return False
+            except ValueError:
+                pass
+            # The temporary name is not a registered SMS name, so bmx7 never publishes it.
+            tmp = f".{name}.tmp.{os.getpid()}"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
+                         0o644, dir_fd=dir_fd)
+            try:
+                os.write(fd, data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            return True
         finally:
-            os.close(fd)
-        os.replace(tmp, path)
-        return True
+            os.close(dir_fd)
 
     def withdraw(self, name: str) -> bool:
         """Remove sendSms/NAME; False if it was not there."""
         check_sms_name(name)
         try:
-            os.unlink(os.path.join(self.send_dir, name))
+            dir_fd = self.open_directory("sms", "sendSms")
         except FileNotFoundError:
             return False
+        try:
+            os.unlink(name, dir_fd=dir_fd)
+        except FileNotFoundError:
+            return False
+        finally:
+            os.close(dir_fd)
         return True
 
     def received(
@@ -490,13 +582,12 @@ class Bmx7Runtime:
             os.close(dir_fd)
 
     def _open_received_dir(self) -> int | None:
-        """`rcvdSms/` opened as a directory; None when there is none (nothing received)."""
+        """`rcvdSms/` opened as a directory, never through a symlink; None when there is
+        none (nothing received)."""
         try:
-            return os.open(self.received_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            return self.open_directory("sms", "rcvdSms")
         except FileNotFoundError:
             return None
-        except OSError as exc:
-            raise Bmx7Unavailable(f"cannot read {self.received_dir}: {exc.strerror}") from None
 
     def received_entries(
         self,

@@ -27,7 +27,6 @@ from bmx7_wg.mesh.bmx7 import (
     Parameter,
     ReceivedCache,
     ReceivedFile,
-    read_capped,
     read_trusted_nodes,
 )
 from bmx7_wg.mesh.grace import HoldEvent, MeshGrace
@@ -112,7 +111,7 @@ def _published(
     announcement = None
     try:
         # Never through a symlink: sendSms/ is bmx7's directory, not a way to read others.
-        data = read_capped(os.path.join(runtime.send_dir, name), ANNOUNCEMENT_MAX_SIZE)
+        data = runtime.sent(name, ANNOUNCEMENT_MAX_SIZE)
         parsed = parse_announcement(data)
         announcement = Announcement(parsed.public_key, parsed.port, parsed.networks)
     except (ValueError, AnnouncementError):

@@ -173,7 +173,9 @@ class Service:
 
     def _run_due(self) -> None:
         due = self.schedule.due()
-        if WATCHDOG in due and self.notifier.watchdog_interval:
+        # Pinged before any work too, so that each piece of work has the whole of
+        # WatchdogSec, not what is left of it since the last ping.
+        if due and self.notifier.watchdog_interval:
             self.notifier.watchdog()
             self.schedule.at(WATCHDOG, time.monotonic() + self.notifier.watchdog_interval, "watchdog")
         reasons = [r for key, rs in due.items() if key not in _NOT_RECONCILE for r in rs]
@@ -267,9 +269,11 @@ class Service:
 
     def _watch(self) -> None:
         self.inotify.watch(os.path.dirname(self.config_path))
-        for directory in watch_directories(self.config, self.trust_dir):
-            self.inotify.watch(directory)
         bmx7_dir = self._bmx7_dir()
+        received_dir = os.path.join(bmx7_dir, "sms", "rcvdSms") if bmx7_dir else None
+        for directory in watch_directories(self.config, self.trust_dir):
+            # rcvdSms/ is never read through a symlink (mesh/bmx7.py): nor watched through one.
+            self.inotify.watch(directory, follow=directory != received_dir)
         if bmx7_dir:
             self.inotify.watch(bmx7_dir)
 

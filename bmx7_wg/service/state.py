@@ -12,11 +12,18 @@ its grace period, instead of removing it and adding it back. It never decides tr
 service restores only peers the device still has, and the trust policy in force drops a
 held peer at once (see mesh/grace.py). A file that cannot be read or does not parse is
 ignored with a warning.
+
+Reading it never waits and never leaves the directory: the directory is made 0700 and
+ours (lock.private_directory, as for the lock files beside it), and the file is opened
+relative to it without following a symlink and without blocking (a FIFO there would
+otherwise block the service's start for ever), then judged on the open descriptor: a
+private regular file (lock.is_private) of at most MAX_SIZE, or it is ignored.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -27,6 +34,7 @@ from typing import Any, TextIO
 from bmx7_wg.base.fastip import canonical_network
 from bmx7_wg.base.nodeid import NODE_ID_RE
 from bmx7_wg.keys import decode_key
+from bmx7_wg.lock import is_private, private_directory
 from bmx7_wg.mesh.grace import Remembered
 from bmx7_wg.plan.state import Peer
 
@@ -51,16 +59,16 @@ class MeshMemory:
     def load(self, interface: str) -> dict[str, Remembered]:
         path = self.path(interface)
         try:
-            with open(path, "rb") as fh:
-                data = fh.read(MAX_SIZE + 1)
+            data = _read_private(self.directory, os.path.basename(path))
         except FileNotFoundError:
             return {}
         except OSError as exc:
             log.warning("cannot read the mesh state file %s (%s); starting without it", path, exc.strerror)
             return {}
+        except ValueError as exc:
+            log.warning("ignoring the mesh state file %s: it %s", path, exc)
+            return {}
         try:
-            if len(data) > MAX_SIZE:
-                raise ValueError("too large")
             return parse(json.loads(data), interface)
         except (ValueError, TypeError, KeyError) as exc:
             log.warning("ignoring the mesh state file %s: %s", path, exc)
@@ -68,24 +76,62 @@ class MeshMemory:
 
     def save(self, interface: str, remembered: Mapping[str, Remembered]) -> None:
         path = self.path(interface)
+        name = os.path.basename(path)
+        tmp = f"{name}.{os.getpid()}.tmp"
         try:
-            os.makedirs(self.directory, mode=0o700, exist_ok=True)
-            # systemd's RuntimeDirectory= makes it with one mode for all its directories.
-            if stat.S_IMODE(os.stat(self.directory).st_mode) != 0o700:
-                os.chmod(self.directory, 0o700)
-            tmp = f"{path}.{os.getpid()}.tmp"
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            dir_fd = private_directory(self.directory)
             try:
-                with os.fdopen(fd, "w") as fh:
-                    _write_state(fh, interface, remembered)
-                os.replace(tmp, path)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-                raise
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp, dir_fd=dir_fd)  # left by a killed process of this pid
+                fd = os.open(
+                    tmp,
+                    os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                    0o600,
+                    dir_fd=dir_fd,
+                )
+                try:
+                    with os.fdopen(fd, "w") as fh:
+                        _write_state(fh, interface, remembered)
+                    os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+                except BaseException:
+                    with contextlib.suppress(OSError):
+                        os.unlink(tmp, dir_fd=dir_fd)
+                    raise
+            finally:
+                os.close(dir_fd)
         except OSError as exc:
             # Only the memory across a restart is lost: nothing else depends on it.
             log.warning("cannot write the mesh state file %s (%s)", path, exc.strerror or exc)
+
+
+def _read_private(directory: str, name: str) -> bytes:
+    """The bytes of `directory/name` if it is a private regular file of at most MAX_SIZE;
+    FileNotFoundError if there is none, ValueError (why) if it is not such a file."""
+    dir_fd = private_directory(directory)
+    try:
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise ValueError("is a symbolic link") from None
+            raise
+    finally:
+        os.close(dir_fd)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ValueError("is not a regular file")
+        if not is_private(st):
+            raise ValueError("is not a private file of this user (owner, mode or links)")
+        if st.st_size > MAX_SIZE:
+            raise ValueError(f"is too large ({st.st_size} > {MAX_SIZE} bytes)")
+        with os.fdopen(os.dup(fd), "rb") as fh:
+            data = fh.read(MAX_SIZE + 1)
+        if len(data) > MAX_SIZE:
+            raise ValueError(f"is too large (> {MAX_SIZE} bytes)")
+        return data
+    finally:
+        os.close(fd)
 
 
 def _write_state(fh: TextIO, interface: str, remembered: Mapping[str, Remembered]) -> None:

@@ -28,6 +28,7 @@ IN_MOVE_SELF = 0x800
 IN_Q_OVERFLOW = 0x4000
 IN_IGNORED = 0x8000
 IN_ONLYDIR = 0x01000000
+IN_DONT_FOLLOW = 0x02000000
 IN_NONBLOCK = os.O_NONBLOCK
 IN_CLOEXEC = os.O_CLOEXEC
 
@@ -67,11 +68,13 @@ class Inotify:
         self.fd: int = fd
         self._dirs: dict[int, str] = {}
 
-    def watch(self, directory: str) -> bool:
-        """Watch a directory; False if it does not exist (yet)."""
+    def watch(self, directory: str, *, follow: bool = True) -> bool:
+        """Watch a directory; False if it does not exist (yet), or, unless `follow`, is a
+        symbolic link."""
         if directory in self._dirs.values():
             return True
-        wd = self._add(self.fd, os.fsencode(directory), DIR_EVENTS | IN_ONLYDIR)
+        flags = DIR_EVENTS | IN_ONLYDIR | (0 if follow else IN_DONT_FOLLOW)
+        wd = self._add(self.fd, os.fsencode(directory), flags)
         if wd < 0:
             err = ctypes.get_errno()
             if err in (errno.ENOENT, errno.ENOTDIR, errno.EACCES):

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -186,6 +188,45 @@ def test_publish_without_sms_plugin(tmp_path: Path) -> None:
         Bmx7Runtime(str(tmp_path)).publish("wg-bmx7", b"x")
 
 
+@pytest.mark.parametrize("linked", ["sms", "sms/rcvdSms", "sms/sendSms", "json", "json/originators"])
+def test_no_symlinked_directory_is_followed(tmp_path: Path, linked: str) -> None:
+    # Elsewhere: a tree that would give a peer, a name and a parameter if it were read.
+    root, elsewhere = tmp_path / "run", tmp_path / "elsewhere"
+    for base in (root, elsewhere):
+        for sub in ("sms/sendSms", "sms/rcvdSms", "json/originators"):
+            (base / sub).mkdir(parents=True, exist_ok=True)
+    (elsewhere / "sms" / "rcvdSms" / f"{N1}:wg-bmx7").write_bytes(b"hello")
+    (elsewhere / "sms" / "sendSms" / "wg-bmx7").write_bytes(b"precious")
+    (elsewhere / "json" / "originators" / "n1").write_text(f'{{"nodeId": "{N1}", "name": "far"}}')
+    (elsewhere / "json" / "parameters").write_text(
+        '{"OPTIONS": [{"name": "syncSms", "INSTANCES": [{"value": "x"}]}]}'
+    )
+    target = root / linked
+    shutil.rmtree(target)
+    target.symlink_to(elsewhere / linked)
+    runtime = Bmx7Runtime(str(root), timeout=0.5)
+    if linked in ("sms", "sms/rcvdSms"):
+        with pytest.raises(Bmx7Unavailable, match="symbolic link, not bmx7's directory"):
+            runtime.received("wg-bmx7")
+        with pytest.raises(Bmx7Unavailable, match="symbolic link"):
+            runtime.received_entries([f"{N1}:wg-bmx7"], "wg-bmx7")
+    else:
+        assert runtime.received("wg-bmx7") == []
+    assert runtime.node_names() == {}  # no socket here: the files only, and not those elsewhere
+    with pytest.raises(Bmx7Unavailable):
+        runtime.parameters()
+    if linked in ("sms", "sms/sendSms"):
+        with pytest.raises(Bmx7Unavailable, match="symbolic link"):
+            runtime.publish("wg-bmx7", b"mine")
+        with pytest.raises(Bmx7Unavailable, match="symbolic link"):
+            runtime.withdraw("wg-bmx7")
+        with pytest.raises(ValueError, match="symbolic link"):
+            runtime.sent("wg-bmx7", 100)
+    else:
+        assert runtime.publish("wg-bmx7", b"mine") and runtime.sent("wg-bmx7", 100) == b"mine"
+    assert (elsewhere / "sms" / "sendSms" / "wg-bmx7").read_bytes() == b"precious"
+
+
 def test_bad_sms_names_are_refused(runtime: Bmx7Runtime) -> None:
     for name in ("", "a" * 16, "a b", "a/b", "x#"):
         with pytest.raises(ValueError):
@@ -233,6 +274,63 @@ def test_hung_daemon_times_out(tmp_path: Path, no_hang: None) -> None:
             Bmx7Runtime(str(tmp_path), timeout=0.3).command("parameters")
     finally:
         server.close()
+
+
+class _DrippingBmx7:
+    """A control socket that answers one byte at a time, `every` seconds apart, for ever."""
+
+    def __init__(self, path: Path, every: float) -> None:
+        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.server.bind(str(path))
+        self.server.listen(4)
+        self.every = every
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while not self.done.is_set():
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(2000)
+                while not self.done.wait(self.every):
+                    try:
+                        conn.sendall(b"x")
+                    except OSError:
+                        break
+
+    def close(self) -> None:
+        self.done.set()
+        self.server.shutdown(socket.SHUT_RDWR)
+        self.server.close()
+        self.thread.join(10)
+
+
+def test_a_dripping_answer_has_one_deadline(tmp_path: Path) -> None:
+    # Before, each byte restarted the timeout: this command never ended.
+    dripping = _DrippingBmx7(tmp_path / "sock", every=0.1)
+    try:
+        raised: list[BaseException] = []
+
+        def ask() -> None:
+            try:
+                Bmx7Runtime(str(tmp_path), timeout=0.5).command("parameters")
+            except BaseException as exc:  # reported below
+                raised.append(exc)
+
+        asking = threading.Thread(target=ask, daemon=True)
+        asking.start()
+        asking.join(30)  # a guard: the deadline is 0.5 s
+        assert not asking.is_alive(), "the command is still waiting for the end of the answer"
+        assert len(raised) == 1 and isinstance(raised[0], Bmx7Unavailable)
+        assert "no complete answer within 0.5 s" in str(raised[0])
+        seen = Bmx7Runtime(str(tmp_path), timeout=0.5).liveness()
+        assert not seen.answering and "no complete answer" in seen.reason
+    finally:
+        dripping.close()
 
 
 @pytest.fixture

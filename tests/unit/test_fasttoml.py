@@ -8,12 +8,15 @@ path that quietly stopped being taken, both show here.
 from __future__ import annotations
 
 import base64
+import subprocess
+import sys
 import tomllib
 from typing import Any
 
 import pytest
 
 from bmx7_wg.config import fasttoml
+from tests.conftest import child_env
 
 HEAD = """[interface.wg0]
 private_key_file = "/var/lib/bmx7-wg/wg0.key"
@@ -235,3 +238,14 @@ def test_result_is_fresh() -> None:
     first = fasttoml.loads(text)
     first["interface"]["wg0"]["peer"][0]["allowed_ips"].append("x")
     assert fasttoml.loads(text) == tomllib.loads(text)
+
+
+def test_many_distinct_array_paths_cost_no_more_than_tomllib() -> None:
+    # Every pair of header paths was compared: 100 KB of distinct `[[kN]]` headers took
+    # 38 s. Run with a guard (a subprocess timeout), not a timing assert.
+    code = (
+        "import tomllib\nfrom bmx7_wg.config import fasttoml\n"
+        "text = ''.join(f'[[k{i}]]\\nx = 1\\n' for i in range(30000))\n"
+        "assert fasttoml.loads(text) == tomllib.loads(text)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120, env=child_env())

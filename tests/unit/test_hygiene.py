@@ -10,15 +10,18 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
-from bmx7_wg.config.reader import MAX_CONFIG_SIZE, load, parse
+from bmx7_wg.config.reader import MAX_CONFIG_SIZE, MAX_DIAGNOSTICS, MAX_KEY_PARTS, MAX_STRUCTURE, load, parse
 from bmx7_wg.errors import ConfigError
 from bmx7_wg.keys import PrivateKey
 from bmx7_wg.mesh.announce import AnnouncementError, parse_announcement
 from bmx7_wg.mesh.bmx7 import check_sms_name
+from tests.conftest import bmx7_wg_command, child_env
 
 PATH = "/etc/bmx7-wg.toml"
 KEY_A = "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg="
@@ -213,7 +216,7 @@ def test_config_that_is_a_device_fifo_or_too_large(tmp_path: Path, no_hang: None
         "/dev/zero": "/dev/zero:1:1: cannot read the file: it is a character device, not a regular file",
         str(fifo): f"{fifo}:1:1: cannot read the file: it is a FIFO, not a regular file",
         str(tmp_path): f"{tmp_path}:1:1: cannot read the file: it is a directory, not a regular file",
-        str(huge): f"{huge}:1:1: cannot read the file: it is larger than 16 MiB"
+        str(huge): f"{huge}:1:1: cannot read the file: it is larger than 4 MiB"
         f" ({MAX_CONFIG_SIZE + 1} bytes)",
     }
     for path, message in cases.items():
@@ -252,3 +255,95 @@ def test_one_sms_name_rule_for_the_config_and_bmx7(name: str) -> None:
         config_takes = False
     assert config_takes == bmx7_takes
     assert bmx7_takes == (name in ("wg-bmx7", "wg.mesh_1", "a", "A" * 15))
+
+
+# ------------------------------------------------------------------ keys and tables the parsers choke on
+
+
+def test_a_50000_part_key_is_a_located_error_at_once(tmp_path: Path) -> None:
+    # Found: 100 KB with one 50,000-part dotted key took `check` 46 s and 7 GB.
+    path = tmp_path / "huge-key.toml"
+    path.write_text("[interface.wg0]\nlisten_port = 51820\n" + "a" + ".a" * 50_000 + " = 1\n")
+    started = time.monotonic()
+    proc = subprocess.run(
+        [*bmx7_wg_command(), "-c", str(path), "check"],
+        capture_output=True, text=True, env=child_env(), timeout=60, check=False,
+    )
+    took = time.monotonic() - started
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith(
+        f"{path}:3:1: key '{'a.' * 19}..' has more than {MAX_KEY_PARTS} dotted parts"
+    ), proc.stderr
+    assert took < 10, took  # a guard, far above what it takes (well under a second)
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ("[" + ".".join(["t"] * 17) + "]\n", (1, 2)),
+        ("[[" + ".".join(["t"] * 17) + "]]\n", (1, 3)),
+        ("[bmx7]\n  " + " . ".join(["t"] * 17) + " = 1\n", (2, 3)),
+        ('x = {q = "a", ' + ".".join(['"t"'] * 17) + " = 1}\n", (1, 15)),
+        ("# a comment\nx = [\n  {" + ".".join(["t"] * 20) + " = 1},\n]\n", (3, 4)),
+    ],
+)
+def test_a_key_of_too_many_parts_is_located(text: str, where: tuple[int, int]) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse(text, PATH)
+    (diagnostic,) = caught.value.diagnostics
+    assert (diagnostic.line, diagnostic.col) == where
+    assert f"has more than {MAX_KEY_PARTS} dotted parts" in diagnostic.message
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[bmx7]\n" + ".".join(["t"] * MAX_KEY_PARTS) + " = 1\n",  # at the bound: unknown, not too long
+        'name = "' + ".".join(["t"] * 40) + '"\n',  # in a string
+        "# " + ".".join(["t"] * 40) + "\n",  # in a comment
+        'x = """\n' + ".".join(["t"] * 40) + ' = 1\n"""\n',  # in a multi-line string
+    ],
+)
+def test_dots_that_are_no_long_key_are_not_refused_for_it(text: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse("bogus = 1\n" + text, PATH)  # an unknown key, to have an error
+    assert "dotted parts" not in str(caught.value)
+
+
+def test_too_many_tables_is_a_located_error(tmp_path: Path) -> None:
+    # 250,001 one-part table headers, well inside the size bound: tomllib would take
+    # most of a minute on them.
+    path = tmp_path / "tables.toml"
+    path.write_text("".join(f"[t{i}]\n" for i in range(MAX_STRUCTURE + 1)))
+    proc = subprocess.run(
+        [*bmx7_wg_command(), "-c", str(path), "check"],
+        capture_output=True, text=True, env=child_env(), timeout=60, check=False,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith(
+        f"{path}:{MAX_STRUCTURE + 1}:1: more than {MAX_STRUCTURE:,} table headers, arrays, inline tables"
+    ), proc.stderr
+
+
+def test_addresses_in_strings_do_not_count_as_tables() -> None:
+    # Dots and brackets in strings are not structure: many addresses are fine.
+    key = PrivateKey.generate().public_key()
+
+    def peer(i: int) -> str:
+        ips = ", ".join(f'"10.{i // 250}.{i % 250}.{n}/32"' for n in range(20))
+        return f'[[interface.wg0.peer]]\npublic_key = "{key[:-4]}{i:03x}="\nallowed_ips = [{ips}]\n'
+
+    # Over the bound if they counted (4,000 x 65), and 60 dots on each allowed_ips line.
+    peers = "".join(peer(i) for i in range(4000))
+    assert peers.count(".") + peers.count("[") > MAX_STRUCTURE
+    config = parse("[interface.wg0]\nlisten_port = 51820\n" + peers, PATH, state_dir="/nonexistent")
+    assert len(config.interfaces[0].peers) == 4000
+
+
+def test_many_problems_are_counted_not_all_listed() -> None:
+    text = "[bmx7]\n" + "".join(f"k{i} = 1\n" for i in range(MAX_DIAGNOSTICS + 50))
+    with pytest.raises(ConfigError) as caught:
+        parse(text, PATH)
+    diagnostics = caught.value.diagnostics
+    assert len(diagnostics) == MAX_DIAGNOSTICS + 1
+    assert diagnostics[-1].message == "... and 50 more problems"

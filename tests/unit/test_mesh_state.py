@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import stat
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -13,7 +16,7 @@ import pytest
 
 from bmx7_wg.mesh.grace import Remembered
 from bmx7_wg.plan.state import Peer
-from bmx7_wg.service.state import MeshMemory, format_state
+from bmx7_wg.service.state import MAX_SIZE, MeshMemory, format_state
 
 B = "B" * 56
 KEY = "YWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWE="
@@ -89,3 +92,64 @@ def test_the_file_is_the_json_of_format_state(tmp_path: Path, count: int) -> Non
     }
     memory.save("wgmesh", some)
     assert json.loads(Path(memory.path("wgmesh")).read_text()) == format_state("wgmesh", some)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "symlink", "too large", "group-readable", "directory"])
+def test_a_state_file_that_could_block_or_lead_elsewhere_is_ignored(
+    tmp_path: Path, kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    run = tmp_path / "run"
+    memory = MeshMemory(str(run))
+    memory.save("wm0", remembered())
+    path = Path(memory.path("wm0"))
+    target = tmp_path / "elsewhere.json"
+    target.write_bytes(path.read_bytes())
+    target.chmod(0o600)
+    path.unlink()
+    if kind == "fifo":
+        os.mkfifo(path, 0o600)  # no writer: a blocking open would wait for ever
+    elif kind == "symlink":
+        path.symlink_to(target)  # a valid state file, but not here
+    elif kind == "too large":
+        with path.open("wb") as fh:
+            fh.truncate(MAX_SIZE + 1)
+        path.chmod(0o600)
+    elif kind == "group-readable":
+        path.write_bytes(target.read_bytes())
+        path.chmod(0o640)
+    else:
+        path.mkdir()
+    # A subprocess with a timeout: a FIFO opened the blocking way would never return.
+    code = (
+        "import json, sys\nfrom bmx7_wg.service.state import MeshMemory\n"
+        f"print(json.dumps(sorted(MeshMemory({str(run)!r}).load('wm0'))))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == []
+    assert "ignoring the mesh state file" in proc.stderr or "cannot read the mesh state file" in proc.stderr
+    assert target.read_bytes() != b""  # never written through
+
+
+def test_the_state_file_is_written_over_a_symlink_not_through_it(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    memory = MeshMemory(str(run))
+    memory.save("wm0", remembered())
+    path = Path(memory.path("wm0"))
+    target = tmp_path / "target"
+    target.write_text("untouched")
+    path.unlink()
+    path.symlink_to(target)
+    memory.save("wm0", remembered())
+    assert target.read_text() == "untouched"
+    assert not path.is_symlink() and memory.load("wm0") == remembered()
+
+
+def test_loading_makes_the_directory_private(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir(mode=0o755)
+    run.chmod(0o755)
+    assert MeshMemory(str(run)).load("wm0") == {}
+    assert stat.S_IMODE(run.stat().st_mode) == 0o700

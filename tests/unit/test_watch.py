@@ -7,11 +7,13 @@ import logging
 import socket
 import struct
 import sys
+from pathlib import Path
 
 import pytest
 
 from bmx7_wg.net import rtnl
 from bmx7_wg.service.logsetup import setup_logging
+from bmx7_wg.service.watch import Inotify
 
 
 def _message(kind: int, body: bytes) -> bytes:
@@ -56,3 +58,17 @@ def test_journal_without_python_systemd_logs_to_stderr(
     err = capsys.readouterr().err
     assert "the Python module 'systemd' (python3-systemd) is missing: logging to stderr" in err
     assert "bmx7-wg: wg0: add peer X" in err
+
+
+def test_a_symlinked_directory_is_watched_only_when_it_may_be_followed(tmp_path: Path) -> None:
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    (tmp_path / "rcvdSms").symlink_to(target)
+    inotify = Inotify()
+    try:
+        assert not inotify.watch(str(tmp_path / "rcvdSms"), follow=False)
+        (target / "x").write_text("")
+        assert inotify.read() == []  # nothing of the target's is seen
+        assert inotify.watch(str(tmp_path / "rcvdSms"))
+    finally:
+        inotify.close()

@@ -171,7 +171,8 @@ class RealBmx7:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"bmx7 on {self.name} exited {self.proc.returncode}: {self.log_tail()}")
             if time.monotonic() > deadline:
-                raise RuntimeError(f"bmx7 on {self.name} does not answer after {timeout} s: {self.log_tail()}")
+                raise RuntimeError(f"bmx7 on {self.name} does not answer after {timeout} s:"
+                                   f" {self.log_tail()}")
             time.sleep(0.1)
 
     def log_tail(self, lines: int = 30) -> str:

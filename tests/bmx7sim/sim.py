@@ -8,9 +8,9 @@ Per node (`SimNode`), in its own runtime directory:
   after an error; commands `jshow=status|originators`, `parameters`, `syncSms=NAME`,
   `syncSms=-NAME`, `trustedNodesDir=DIR`;
 - SMS: `sms/sendSms/NAME` is published only while NAME is registered; the other nodes
-  get `sms/rcvdSms/<SENDERID>:NAME` hop by hop (see `Timings`); a changed file is
-  rewritten, a deleted file or unregistered name removes the copies; `rcvdSms/` is
-  wiped when a node (re)starts.
+  get `sms/rcvdSms/<SENDERID>:NAME` hop by hop (see `Timings`), and the node itself
+  gets its own copy at once, as bmx7 does; a changed file is rewritten, a deleted file
+  or unregistered name removes the copies; `rcvdSms/` is wiped when a node (re)starts.
 
 `SimMesh` is the "radio": a thread that moves SMS between its nodes along its links
 (every node hears every other when no links are given). What happens when a node goes
@@ -61,7 +61,9 @@ class Timings:
     first_hop: Range = (0.3, 1.0)  # a new SMS reaches a direct neighbour
     next_hop: Range = (1.4, 2.1)  # each further hop: two hops take ~2.4 s
     change: float = 0.8  # a changed SMS, per hop
-    delete: float = 2.0  # a withdrawn SMS disappears, per hop
+    # A withdrawn SMS (syncSms=-NAME, or its sendSms file removed) is gone on a node two hops
+    # away within 0.1-0.2 s (tests/bmx7/test_conformance.py): bmx7 sends the new description at once.
+    delete: float = 0.1  # per hop
     # After a restart, until the node carries descriptions again: with two hops of delivery
     # the far node's SMS is back on the near node 6-11 s after the middle node restarted.
     rejoin: Range = (3.9, 8.2)
@@ -576,6 +578,8 @@ class SimMesh:
                 if key not in current:
                     del self._published[key]
                     self._withdrawn[key] = now
+            for node in self.running_nodes():
+                self._deliver_own(node)
             for receiver in self.nodes:
                 if self._carries(receiver, now):
                     self._deliver(receiver, now)
@@ -588,6 +592,28 @@ class SimMesh:
                     self._known[node.node_id] = known
                     with contextlib.suppress(OSError):
                         node.write_json()
+
+    @staticmethod
+    def _deliver_own(node: SimNode) -> None:
+        """A node's own SMS is in its own rcvdSms/ as well, at once (also while it rejoins)."""
+        rcvd = os.path.join(node.runtime_dir, "sms", "rcvdSms")
+        try:
+            present = {e for e in os.listdir(rcvd) if e.startswith(node.node_id + ":")}
+        except FileNotFoundError:
+            return
+        for name in list(node.live_sms):
+            path = os.path.join(node.runtime_dir, "sms", "sendSms", name)
+            if os.path.islink(path) or not os.path.isfile(path):
+                continue
+            data = _read(path)
+            if data is None:
+                continue
+            entry = f"{node.node_id}:{name}"
+            present.discard(entry)
+            if _read(os.path.join(rcvd, entry)) != data:
+                _write_bytes(os.path.join(rcvd, entry), data)
+        for entry in present:  # unregistered, or its sendSms file is gone
+            _unlink(os.path.join(rcvd, entry))
 
     def _deliver(self, receiver: SimNode, now: float) -> None:
         rcvd = os.path.join(receiver.runtime_dir, "sms", "rcvdSms")

@@ -5,9 +5,10 @@ PYTEST_ARGS ?=
 
 .PHONY: demo demo-static demo-clean test test-setup lint unit integration test-pypi test-ansible test-bmx7 test-vm bench bench-kernel deb test-deb test-systemd clean
 
-## demo: a BMX7 mesh of three nodes in a line of network namespaces (the real bmx7 if one is on PATH
-## or named by BMX7=, else the stand-in), `bmx7-wg run` on each: tunnels form by themselves, a ping
-## crosses the middle node, a trust change; the mesh stays up until `make demo-clean`
+## demo: a BMX7 mesh of three nodes in a line of network namespaces (the real bmx7: BMX7=PATH, else
+## built by scripts/build-bmx7 from the pinned source; BMX7=stand-in, or a failed build, runs the
+## stand-in and says so), `bmx7-wg run` on each: tunnels form by themselves, a ping crosses the
+## middle node, a trust change; the mesh stays up until `make demo-clean`
 demo:
 	demo/demo.sh mesh
 

@@ -55,11 +55,14 @@ test-bmx7: test-setup
 
 ## test-vm: Debian bookworm's own kernel in QEMU (kernel WireGuard): the kernel backend's tests with
 ## pyroute2 0.7.2 and current PyPI, and the core and mesh scenarios (test_static.py, test_mesh.py)
-## with backend = "kernel"
+## with backend = "kernel", and the real bmx7's line forming its mesh over kernel WireGuard
+## (bmx7 built on the host first, by scripts/build-bmx7)
 test-vm: test-setup
-	vm/run --timeout 2400 -e BMX7_WG_TEST_BACKEND=kernel -- sh -c '\
+	bmx7=$$(scripts/build-bmx7 | tail -n 1) && \
+	vm/run --timeout 3000 -e BMX7_WG_TEST_BACKEND=kernel -e BMX7=$$bmx7 -- sh -c '\
 		.venvs/debian/bin/python -m pytest -q -p no:cacheprovider tests/vm tests/unit/test_kernelwg.py \
-			tests/integration/test_static.py tests/integration/test_mesh.py && \
+			tests/integration/test_static.py tests/integration/test_mesh.py \
+			tests/bmx7/test_real_mesh.py::test_line_joins_through_bmx7_routes_and_follows_a_key_change && \
 		.venvs/pypi/bin/python -m pytest -q -p no:cacheprovider tests/vm tests/unit/test_kernelwg.py'
 
 ## bench: bmx7-wg beside `wg` on wireguard-go, reaction latency, idle footprint -> bench/RESULTS.md

@@ -215,8 +215,9 @@ def arrival(cond: Callable[[], bool], since: float, timeout: float = 30.0) -> fl
 
 
 def test_sms_cross_the_line_hop_by_hop_with_bmx7s_delays(tmp_path: Path) -> None:
-    """DESIGN.md: 0.3-1.0 s for one hop, ~2.4 s for two, changes ~0.8 s per hop; deletions
-    0.1 s per hop, as the real bmx7 shows them (tests/bmx7/test_conformance.py)."""
+    """DESIGN.md: 0.3-1.0 s for one hop, ~2.4 s for two; as the real bmx7 shows them
+    (tests/bmx7/test_conformance.py): changes 0.2-0.9 s for one hop and 2.9-4.5 s for two,
+    deletions 0.1 s per hop."""
     with line(tmp_path, 3, delay=None, seed=7) as sim:
         n1, n2, n3 = sim.nodes
         key = f"{n1.node_id}:wg"
@@ -234,7 +235,7 @@ def test_sms_cross_the_line_hop_by_hop_with_bmx7s_delays(tmp_path: Path) -> None
         Path(n1.runtime_dir, "sms", "sendSms", "wg").write_bytes(b"v2")
         one = arrival(lambda: rcvd(n2).get(key) == b"v2", t0)
         two = arrival(lambda: rcvd(n3).get(key) == b"v2", t0)
-        assert 0.75 <= one <= 2.0 and 1.55 <= two <= 3.0, (one, two)
+        assert 0.15 <= one <= 2.0 and 2.5 <= two <= 6.0 and two > one + 1.5, (one, two)
         assert rcvd(n3).get(key) == b"v2"
 
         t0 = time.monotonic()

@@ -31,8 +31,8 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 
+from bmx7_wg.base.nodeid import primary_address
 from bmx7_wg.mesh.bmx7 import parse_parameters_text, parse_status
-from bmx7_wg.mesh.nodeid import primary_address
 from tests.conftest import REPO
 
 # Under software emulation (make test-vm) every process start is ~20 times slower.

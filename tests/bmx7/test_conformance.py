@@ -121,7 +121,7 @@ def scenario(mesh: RealMesh | Mesh, rec: Record) -> None:
     status = json.loads(rt[0].command("jshow=status"))
     rec.fact("jshow=status: keys", sorted(status["status"]))
     own = parse_status(rt[0].command("jshow=status"))
-    same_ip = str(own.primary_ip) == a.sim.primary_ip
+    same_ip = status["status"]["primaryIp"] == a.sim.primary_ip
     rec.fact("jshow=status: node id, name, primary address", (own.node_id == a.node_id, own.name, same_ip))
     with open(os.path.join(a.runtime_dir, "json", "status")) as fh:
         rec.fact("json/status: keys", sorted(json.load(fh)["status"]))

@@ -267,8 +267,6 @@ class RealNode:
 class RealMesh:
     """n real bmx7 nodes in a line of namespaces: n1 reaches n3 only through n2."""
 
-    kind = "real"
-
     def __init__(self, n: int = 3, *, trusted_nodes_dir: bool = False, sync_sms: tuple[str, ...] = (),
                  base_dir: str | None = None) -> None:
         self.build = find_bmx7()

@@ -26,6 +26,8 @@ from bmx7_wg.mesh.bmx7 import (
     Bmx7CommandError,
     Bmx7Runtime,
     Bmx7Unavailable,
+    Parameter,
+    parse_parameters_json,
     parse_parameters_text,
     parse_status,
 )
@@ -142,6 +144,19 @@ def scenario(mesh: RealMesh | Mesh, rec: Record) -> None:
     rec.fact("json/originators/<n3> on n1: hops, via n2", far())
     params = parse_parameters_text(rt[0].command("parameters"))
     rec.fact("parameters", [p.name for p in params if p.name in COMPARED_PARAMETERS])
+    from_file: list[Parameter] = []
+
+    def read_parameters() -> bool:  # bmx7-wg's fallback when the socket does not answer
+        # Rewritten in place every jsonUpdateInterval: a read may meet an empty or short file.
+        with open(os.path.join(a.runtime_dir, "json", "parameters")) as fh:
+            try:
+                from_file[:] = parse_parameters_json(fh.read())
+            except Bmx7CommandError:
+                return False
+        return True
+
+    until(read_parameters, time.monotonic(), limit=10)
+    rec.fact("json/parameters", [p.name for p in from_file if p.name in COMPARED_PARAMETERS])
 
     # SMS: registered names only, hop by hop, each node's own copy too.
     for n in nodes:

@@ -3,11 +3,12 @@ PYTHON_DEB := .venvs/debian/bin/python
 PYTHON_PYPI := .venvs/pypi/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: demo demo-static demo-clean test test-setup lint unit integration test-pypi test-ansible test-vm bench bench-kernel deb test-deb test-systemd clean
+.PHONY: demo demo-static demo-clean test test-setup lint unit integration test-pypi test-ansible test-bmx7 test-vm bench bench-kernel deb test-deb test-systemd clean
 
-## demo: a BMX7 mesh of three nodes in a line of network namespaces (the real bmx7 if one is on PATH
-## or named by BMX7=, else the stand-in), `bmx7-wg run` on each: tunnels form by themselves, a ping
-## crosses the middle node, a trust change; the mesh stays up until `make demo-clean`
+## demo: a BMX7 mesh of three nodes in a line of network namespaces (the real bmx7: BMX7=PATH, else
+## built by scripts/build-bmx7 from the pinned source; BMX7=stand-in, or a failed build, runs the
+## stand-in and says so), `bmx7-wg run` on each: tunnels form by themselves, a ping crosses the
+## middle node, a trust change; the mesh stays up until `make demo-clean`
 demo:
 	demo/demo.sh mesh
 
@@ -19,7 +20,7 @@ demo-clean:
 	demo/demo.sh clean
 
 ## test: install what the tests need, then run them all
-test: test-setup lint unit integration test-pypi test-vm test-deb test-systemd
+test: test-setup lint unit integration test-pypi test-bmx7 test-vm test-deb test-systemd
 	@echo "make test: all suites passed"
 
 test-setup:
@@ -45,13 +46,23 @@ test-pypi: test-setup
 		--ignore=tests/integration/test_faults.py --ignore=tests/integration/test_bench_smoke.py \
 		--ignore=tests/integration/test_demo.py $(PYTEST_ARGS)
 
+## test-bmx7: the mesh behaviour against the real bmx7 (tests/bmx7): a line of namespaces, each with a
+## real bmx7 daemon and `bmx7-wg run`; and the stand-in held to it (tests/bmx7/test_conformance.py).
+## bmx7 is BMX7=PATH (a build or an installed binary), else built by scripts/build-bmx7 from the pinned
+## source (BMX7_ORIG=FILE, ../shared/upstream/, or downloaded): no source, no pass.
+test-bmx7: test-setup
+	BMX7="$(BMX7)" PYTHONPATH=$(CURDIR) $(PYTHON_DEB) -m pytest -q -p no:cacheprovider tests/bmx7 $(PYTEST_ARGS)
+
 ## test-vm: Debian bookworm's own kernel in QEMU (kernel WireGuard): the kernel backend's tests with
 ## pyroute2 0.7.2 and current PyPI, and the core and mesh scenarios (test_static.py, test_mesh.py)
-## with backend = "kernel"
+## with backend = "kernel", and the real bmx7's line forming its mesh over kernel WireGuard
+## (bmx7 built on the host first, by scripts/build-bmx7)
 test-vm: test-setup
-	vm/run --timeout 2400 -e BMX7_WG_TEST_BACKEND=kernel -- sh -c '\
+	bmx7=$$(scripts/build-bmx7 | tail -n 1) && \
+	vm/run --timeout 3000 -e BMX7_WG_TEST_BACKEND=kernel -e BMX7=$$bmx7 -- sh -c '\
 		.venvs/debian/bin/python -m pytest -q -p no:cacheprovider tests/vm tests/unit/test_kernelwg.py \
-			tests/integration/test_static.py tests/integration/test_mesh.py && \
+			tests/integration/test_static.py tests/integration/test_mesh.py \
+			tests/bmx7/test_real_mesh.py::test_line_joins_through_bmx7_routes_and_follows_a_key_change && \
 		.venvs/pypi/bin/python -m pytest -q -p no:cacheprovider tests/vm tests/unit/test_kernelwg.py'
 
 ## bench: bmx7-wg beside `wg` on wireguard-go, reaction latency, idle footprint -> bench/RESULTS.md

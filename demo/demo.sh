@@ -4,9 +4,11 @@
 #                         every node; the nodes find each other and form WireGuard tunnels by themselves
 #   demo/demo.sh static   `make demo-static`: two hosts, one static tunnel from `bmx7-wg apply`
 #   demo/demo.sh clean    `make demo-clean`: remove either (namespaces, and every process it started)
-# The mesh uses the real bmx7 when one is on PATH or named by BMX7=/path/to/bmx7 (its plugins are
-# found as bmx7 finds them: BMX7_LIB_PATH, else a lib/ beside the binary, else bmx7's default),
-# the bmx7 stand-in of tests/bmx7sim otherwise. DEMO_NODES=N makes a longer line (N >= 3).
+# The mesh runs the real bmx7: BMX7=/path/to/bmx7 (or BMX7=bmx7, the one on PATH; its plugins are
+# found as bmx7 finds them: BMX7_LIB_PATH, else a lib/ beside the binary, else bmx7's default), else
+# the build of scripts/build-bmx7 from the pinned source. The stand-in of tests/bmx7sim plays bmx7
+# only with BMX7=stand-in, or when that build fails (the screen says so). DEMO_NODES=N makes a
+# longer line (N >= 3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
@@ -80,23 +82,33 @@ clean() {
 # ---------------------------------------------------------------- bmx7, real or stand-in
 
 pick_bmx7() {
-    REAL=""
-    if [ -n "${BMX7:-}" ]; then
-        [ -x "$BMX7" ] || BMX7=$(command -v "$BMX7" || true)
-        [ -n "$BMX7" ] && [ -x "$BMX7" ] || die "BMX7=${BMX7:-} is not an executable"
-        REAL=$BMX7
-    elif command -v bmx7 >/dev/null; then
-        REAL=$(command -v bmx7)
-    fi
-    if [ -n "$REAL" ]; then
-        LIBS=${BMX7_LIB_PATH:-}
-        [ -n "$LIBS" ] || [ ! -e "$(dirname "$REAL")/lib/bmx7_json.so" ] || LIBS=$(dirname "$REAL")/lib
-        note "bmx7: the real one, $REAL${LIBS:+ (plugins: BMX7_LIB_PATH=$LIBS)}"
-    else
-        note "bmx7: not found, so the stand-in of tests/bmx7sim plays it (SMS, control socket, json/,"
-        note "      fd70 routes through the middle nodes, with the delays measured on a real bmx7)."
-        note "      For the real one: BMX7=/path/to/bmx7 make demo"
-    fi
+    REAL="" LIBS=""
+    case "${BMX7:-}" in
+        stand-in)
+            note "bmx7: the stand-in of tests/bmx7sim, as BMX7=stand-in asks (SMS, control socket, json/,"
+            note "      fd70 routes through the middle nodes, with the delays measured on a real bmx7)."
+            return ;;
+        "")
+            # The real bmx7, built from its pinned source (a shared copy of it, or downloaded).
+            note "bmx7: building the real one from its pinned source (scripts/build-bmx7; once, about a minute)"
+            if REAL=$(scripts/build-bmx7 2> "$WORK/build-bmx7.log"); then
+                REAL=$(printf '%s\n' "$REAL" | tail -n 1)
+            else
+                REAL=""
+                sed 's/^/   | /' "$WORK/build-bmx7.log" | tail -n 8
+                note "${B}bmx7: THE BUILD FAILED, so this demo runs the STAND-IN of tests/bmx7sim, not bmx7.${R}"
+                note "      (it plays bmx7's SMS, control socket, json/ and fd70 routes with measured delays)"
+                note "      For the real one: fix the build above, or BMX7=/path/to/bmx7 make demo"
+                return
+            fi ;;
+        *)
+            REAL=$BMX7
+            [ -x "$REAL" ] || REAL=$(command -v "$REAL" || true)
+            [ -n "$REAL" ] && [ -x "$REAL" ] || die "BMX7=${BMX7:-} is not an executable (BMX7=stand-in for the stand-in)" ;;
+    esac
+    LIBS=${BMX7_LIB_PATH:-}
+    [ -n "$LIBS" ] || [ ! -e "$(dirname "$REAL")/lib/bmx7_json.so" ] || LIBS=$(dirname "$REAL")/lib
+    note "bmx7: the real one, $REAL${LIBS:+ (plugins: BMX7_LIB_PATH=$LIBS)}"
 }
 
 bmx7c() {  # bmx7c I WORDS...: bmx7 -c on node I, over its control socket

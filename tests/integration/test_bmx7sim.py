@@ -142,9 +142,10 @@ def test_client_without_daemon(tmp_path: Path) -> None:
 # ------------------------------------------------------------------ SMS
 
 
-def rcvd(node: SimNode) -> dict[str, bytes]:
+def rcvd(node: SimNode, *, own: bool = False) -> dict[str, bytes]:
+    """The SMS in the node's rcvdSms/ from other nodes (`own`: also its own copies)."""
     d = Path(node.runtime_dir) / "sms" / "rcvdSms"
-    return {p.name: p.read_bytes() for p in d.iterdir()}
+    return {p.name: p.read_bytes() for p in d.iterdir() if own or not p.name.startswith(node.node_id + ":")}
 
 
 def test_sms_only_for_registered_names_with_delay(mesh: SimMesh) -> None:
@@ -158,14 +159,14 @@ def test_sms_only_for_registered_names_with_delay(mesh: SimMesh) -> None:
     wait_for(lambda: f"{n1.node_id}:wgkey" in rcvd(n2))
     assert time.monotonic() - start >= 0.25
     wait_for(lambda: rcvd(n3).get(f"{n1.node_id}:wgkey") == b"v1")
-    assert f"{n1.node_id}:wgkey" not in rcvd(n1)  # never to itself
+    assert rcvd(n1, own=True)[f"{n1.node_id}:wgkey"] == b"v1"  # its own copy, as bmx7 keeps one
     files = Bmx7Runtime(n2.runtime_dir).received("wgkey")
     assert [(f.node_id, f.data) for f in files] == [(n1.node_id, b"v1")]
 
     r1.publish("wgkey", b"v2")  # a change arrives
     wait_for(lambda: rcvd(n2).get(f"{n1.node_id}:wgkey") == b"v2")
-    r1.withdraw("wgkey")  # a deleted file disappears
-    wait_for(lambda: rcvd(n2) == {} and rcvd(n3) == {})
+    r1.withdraw("wgkey")  # a deleted file disappears, its own copy too
+    wait_for(lambda: rcvd(n2) == {} and rcvd(n3) == {} and rcvd(n1, own=True) == {})
     r1.publish("wgkey", b"v3")
     wait_for(lambda: f"{n1.node_id}:wgkey" in rcvd(n2))
     r1.unregister_sms("wgkey")  # syncSms=-NAME removes it too
@@ -214,7 +215,9 @@ def arrival(cond: Callable[[], bool], since: float, timeout: float = 30.0) -> fl
 
 
 def test_sms_cross_the_line_hop_by_hop_with_bmx7s_delays(tmp_path: Path) -> None:
-    """DESIGN.md: 0.3-1.0 s for one hop, ~2.4 s for two, changes ~0.8 s, deletions ~2 s (per hop)."""
+    """DESIGN.md: 0.3-1.0 s for one hop, ~2.4 s for two; as the real bmx7 shows them
+    (tests/bmx7/test_conformance.py): changes 0.2-0.9 s for one hop and 2.9-4.5 s for two,
+    deletions 0.1 s per hop."""
     with line(tmp_path, 3, delay=None, seed=7) as sim:
         n1, n2, n3 = sim.nodes
         key = f"{n1.node_id}:wg"
@@ -232,14 +235,14 @@ def test_sms_cross_the_line_hop_by_hop_with_bmx7s_delays(tmp_path: Path) -> None
         Path(n1.runtime_dir, "sms", "sendSms", "wg").write_bytes(b"v2")
         one = arrival(lambda: rcvd(n2).get(key) == b"v2", t0)
         two = arrival(lambda: rcvd(n3).get(key) == b"v2", t0)
-        assert 0.75 <= one <= 2.0 and 1.55 <= two <= 3.0, (one, two)
+        assert 0.15 <= one <= 2.0 and 2.5 <= two <= 6.0 and two > one + 1.5, (one, two)
         assert rcvd(n3).get(key) == b"v2"
 
         t0 = time.monotonic()
         os.unlink(Path(n1.runtime_dir, "sms", "sendSms", "wg"))
         one = arrival(lambda: key not in rcvd(n2), t0)
         two = arrival(lambda: key not in rcvd(n3), t0)
-        assert 1.95 <= one <= 3.0 and 3.95 <= two <= 5.5, (one, two)
+        assert 0.05 <= one <= 1.0 and 0.15 <= two <= 1.5 and two >= one, (one, two)
 
 
 def test_a_killed_node_stays_in_view_until_bmx7s_timeout(tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""`make demo` as a new user runs it, with the bmx7 stand-in: its end state, twice, then `make demo-clean`.
+"""`make demo` as a new user runs it: the real bmx7 (built from the pinned source), then again over
+the running demo with `BMX7=stand-in`; its end state both times, then `make demo-clean`.
 
 The demo's namespaces have fixed names (bmx7wg-demo-*): this test removes a demo left running.
 """
@@ -21,17 +22,18 @@ WORK = REPO / ".cache" / "demo"
 NODES = 3
 
 
-def without_bmx7() -> dict[str, str]:
-    """The environment with no real bmx7 to be found: the demo must take the stand-in."""
+def demo_env(bmx7: str | None) -> dict[str, str]:
+    """A user's environment: BMX7 unset (the demo builds the real bmx7), or as given."""
     env = {k: v for k, v in os.environ.items() if k not in ("BMX7", "BMX7_LIB_PATH")}
-    dirs = env.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin").split(os.pathsep)
-    env["PATH"] = os.pathsep.join(d for d in dirs if not os.access(os.path.join(d, "bmx7"), os.X_OK))
+    if bmx7 is not None:
+        env["BMX7"] = bmx7
     return env
 
 
-def make(target: str) -> subprocess.CompletedProcess[str]:
+def make(target: str, bmx7: str | None = None) -> subprocess.CompletedProcess[str]:
+    # Room for the first build of bmx7 (scripts/build-bmx7) on a fresh machine.
     return subprocess.run(["make", "-s", "-C", str(REPO), target], capture_output=True, text=True,
-                          env=without_bmx7(), timeout=300)
+                          env=demo_env(bmx7), timeout=1200)
 
 
 def netns(node: int, *cmd: str) -> str:
@@ -92,7 +94,7 @@ def test_make_demo_forms_the_mesh_twice_and_cleans_up(demo_cleaned: None) -> Non
     first = make("demo")
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     out = first.stdout
-    assert "the stand-in of tests/bmx7sim plays it" in out
+    assert "bmx7: the real one, " in out and "stand-in" not in out, out[:2000]
     assert sorted(demo_namespaces()) == [f"{PREFIX}n{i}" for i in range(1, NODES + 1)]
     check_mesh(out)
     # The trust change: node3's peer goes from node1 with the reason, then comes back.
@@ -104,12 +106,16 @@ def test_make_demo_forms_the_mesh_twice_and_cleans_up(demo_cleaned: None) -> Non
     assert "(node2)" in shown and "(node3)" in shown and shown.count("mesh node: ") == NODES - 1
     assert "make demo-clean" in out and "ip netns exec bmx7wg-demo-n1" in out
     old = recorded_pids()
-    assert len(old) == NODES + 1 and all(alive(p) for p in old)  # the stand-in, bmx7-wg run x3
+    assert len(old) == 2 * NODES and all(alive(p) for p in old)  # bmx7 x3, bmx7-wg run x3
+    daemons = [os.readlink(f"/proc/{p}/exe") for p in old[:NODES]]
+    assert all(os.path.basename(d) == "bmx7" for d in daemons), daemons  # the real daemon runs
 
-    second = make("demo")  # again, over the running one: it cleans first
+    second = make("demo", bmx7="stand-in")  # again, over the running one: it cleans first
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert "bmx7: the stand-in of tests/bmx7sim, as BMX7=stand-in asks" in second.stdout
     assert not any(alive(p) for p in old)
     check_mesh(second.stdout)
+    assert len(recorded_pids()) == NODES + 1  # the stand-in, bmx7-wg run x3
     pids = recorded_pids()
 
     cleaned = make("demo-clean")

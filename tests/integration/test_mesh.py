@@ -97,7 +97,10 @@ backend = "{BACKEND}"
         return proc.returncode == 0
 
     def received(self) -> set[str]:
-        return set(os.listdir(os.path.join(self.node.runtime_dir, "sms", "rcvdSms")))
+        """The announcements bmx7 delivered from other nodes (rcvdSms/ holds this node's own too)."""
+        own = self.node.node_id + ":"
+        entries = os.listdir(os.path.join(self.node.runtime_dir, "sms", "rcvdSms"))
+        return {e for e in entries if not e.startswith(own)}
 
 
 @pytest.fixture

@@ -4,7 +4,8 @@ The test host is a network namespace on this machine, reached with `connection: 
 ansible-playbook runs under `ip netns exec NS`, so the role's `bmx7-wg apply` acts inside
 that namespace. The role's paths point into a test directory instead of /etc and /var/lib,
 its bmx7_wg_command at tests/ansible/bmx7-wg (this checkout), and systemctl at a stand-in
-(tests/ansible/bin/systemctl) that says which units run and records what it is asked.
+(tests/ansible/bin/systemctl) that says which units run and records what it is asked; a unit
+with a start script in `systemd_dir` (`AnsibleHost.unit_start_script`) is run for real.
 """
 
 from __future__ import annotations
@@ -61,12 +62,27 @@ class AnsibleHost:
         self.state_dir = workdir / "var-lib-bmx7-wg"
         self.service_name = f"bmx7-wg-test-{token}"
         self.systemctl_log = workdir / "systemctl.log"
+        self.systemd_dir = workdir / "systemd"
         self.config_path.parent.mkdir(parents=True, exist_ok=True)
+        self.systemd_dir.mkdir(parents=True, exist_ok=True)
 
     def key_path(self, ifname: str) -> Path:
         return self.state_dir / f"{ifname}.key"
 
-    def inventory(self, config: dict[str, Any]) -> dict[str, Any]:
+    def unit_start_script(self, unit: str, script: str) -> None:
+        """What the stand-in systemctl runs to start `unit` (a shell script that starts the
+        daemon in the background and writes its PID to `systemd_dir/UNIT.pid`)."""
+        path = self.systemd_dir / f"{unit}.start"
+        path.write_text(script)
+        path.chmod(0o755)
+
+    def unit_pid(self, unit: str) -> int | None:
+        """The PID the start script of `unit` wrote, if any."""
+        path = self.systemd_dir / f"{unit}.pid"
+        text = path.read_text().strip() if path.exists() else ""
+        return int(text) if text else None
+
+    def inventory(self, config: dict[str, Any], role_vars: dict[str, Any] | None = None) -> dict[str, Any]:
         host_vars = {
             "ansible_connection": "local",
             # Modules run with ansible's own interpreter; there is no sudo to become root
@@ -79,6 +95,7 @@ class AnsibleHost:
             "bmx7_wg_state_dir": str(self.state_dir),
             "bmx7_wg_service_name": self.service_name,
             "bmx7_wg_config": config,
+            **(role_vars or {}),
         }
         return {"bmx7_wg": {"hosts": {"testhost": host_vars}}}
 
@@ -90,12 +107,13 @@ class AnsibleHost:
         diff: bool = False,
         verbosity: int = 0,
         service_runs: bool = False,
+        role_vars: dict[str, Any] | None = None,
     ) -> PlayResult:
         run_dir = self.workdir / "ansible"
         run_dir.mkdir(exist_ok=True)
         inventory = run_dir / "inventory.yml"
         # JSON is YAML: the inventory needs no YAML writer here.
-        inventory.write_text(json.dumps(self.inventory(config), indent=2))
+        inventory.write_text(json.dumps(self.inventory(config, role_vars), indent=2))
         cmd = ["ip", "netns", "exec", self.ns, str(self.ansible_playbook), "-i", str(inventory)]
         cmd += ["--check"] if check else []
         cmd += ["--diff"] if diff else []
@@ -123,6 +141,7 @@ class AnsibleHost:
                 # bmx7-wg runs with the same libraries as the test that drives it.
                 "BMX7_WG_PYTHON": sys.executable,
                 "FAKE_SYSTEMCTL_LOG": str(self.systemctl_log),
+                "FAKE_SYSTEMCTL_DIR": str(self.systemd_dir),
                 "FAKE_SYSTEMCTL_ACTIVE": self.service_name if service_runs else "",
             }
         )

@@ -2,7 +2,9 @@
 ansible-core from PyPI, against a test host (a network namespace, `connection: local`).
 
 Host 1 is configured by the role; host 2, its peer, by bmx7-wg directly, so that a ping
-shows the role made a working tunnel.
+shows the role made a working tunnel. With bmx7_wg_bmx7 the role also configures bmx7 on two
+hosts, whose real daemons (scripts/build-bmx7, started through the package's start script
+from the file the role wrote) make them each other's mesh peers.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 import base64
 import re
 import stat
+import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +22,8 @@ from typing import Any
 import pytest
 
 from tests.ansible.harness import AnsibleHost, PlayResult, install_ansible
-from tests.integration.netns import BACKEND, Host, Lab
+from tests.conftest import REPO, bmx7_wg_command, child_env
+from tests.integration.netns import BACKEND, Host, Lab, sh
 
 pytestmark = pytest.mark.root
 
@@ -215,3 +220,130 @@ def test_no_private_key_in_the_play_output(fleet: Fleet) -> None:
     # The public key is what the role publishes.
     public = a.exec("wg", "show", a.ifname, "public-key").stdout.strip()
     assert public in first.output
+
+
+@pytest.fixture(scope="session")
+def built_bmx7() -> Path:
+    """The real bmx7, built from its pinned source with the package's patches."""
+    proc = subprocess.run(
+        [str(REPO / "scripts" / "build-bmx7")], capture_output=True, text=True, check=False, timeout=1200
+    )
+    assert proc.returncode == 0, f"scripts/build-bmx7 failed:\n{proc.stdout}\n{proc.stderr}"
+    return Path(proc.stdout.strip().splitlines()[-1])
+
+
+# bmx7.service's start script, as the package installs it (/usr/libexec/bmx7/bmx7-service).
+BMX7_SERVICE = REPO / "packaging" / "bmx7" / "debian" / "bmx7-service"
+
+
+def wait_until(what: str, condition: Any, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what}: not after {timeout} s"
+        time.sleep(0.2)
+
+
+def test_the_role_runs_bmx7_and_its_nodes_become_each_others_peers(
+    tmp_path: Path, ansible_playbook: Path, built_bmx7: Path
+) -> None:
+    lab = Lab(tmp_path, 2)
+    role_hosts: dict[str, AnsibleHost] = {}
+    services: list[subprocess.Popen[str]] = []
+    try:
+        a, b = lab.hosts
+        # The mesh link (IPv6 link-local, which bmx7 needs; the lab's eth0 has none).
+        sh(
+            "ip",
+            "link",
+            "add",
+            "mesh0",
+            "netns",
+            a.ns,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "mesh0",
+            "netns",
+            b.ns,
+        )
+        for h in (a, b):
+            h.exec("sh", "-c", "echo 0 > /proc/sys/net/ipv6/conf/mesh0/accept_dad")
+            h.exec("ip", "link", "set", "mesh0", "up")
+        for h in (a, b):
+            work = tmp_path / f"node{h.index}"
+            host = role_hosts[h.ns] = AnsibleHost(ansible_playbook, h.ns, work, f"{lab.token}{h.index}")
+            unit = f"bmx7-test-{lab.token}{h.index}"
+            default = work / "etc" / "default-bmx7"
+            host.unit_start_script(
+                unit,
+                f"""#!/bin/sh
+# bmx7.service of this test host: the package's start script, configured by the file the
+# role wrote, with the built daemon and its plugins.
+set -a
+. {default}
+BMX7_RUNTIME_DIR={work}/run BMX7_DAEMON={built_bmx7} BMX7_LIB_PATH={built_bmx7.parent / "lib"}
+set +a
+{BMX7_SERVICE} --check || exit 0
+mkdir -p {work}/run
+setsid {BMX7_SERVICE} >> {work}/bmx7.log 2>&1 < /dev/null &
+echo $! > {host.systemd_dir}/{unit}.pid
+""",
+            )
+            role_vars = {
+                "bmx7_wg_bmx7": True,
+                "bmx7_wg_bmx7_interfaces": ["mesh0"],
+                "bmx7_wg_bmx7_options": [
+                    "nodeRsaKey=6",
+                    f"/keyPath={work}/rsa.der",
+                    f"descSqnPath={work}/descSqn",
+                ],
+                "bmx7_wg_bmx7_default_path": str(default),
+                "bmx7_wg_bmx7_service_name": unit,
+            }
+            config = {
+                "bmx7": {"runtime_dir": f"{work}/run"},
+                "interface": {h.ifname: {"mesh": True, "backend": BACKEND}},
+            }
+            result = host.play(config, role_vars=role_vars)
+            assert result.returncode == 0, result.output
+            assert 'BMX7_INTERFACES="mesh0"' in default.read_text()
+            calls = host.systemctl_calls()
+            # Enabled, and started (systemd's "restart" of a unit that does not run is a start).
+            started = [c for c in calls if c.split()[0] in ("start", "restart")]
+            assert started and f"enable {unit}" in calls, calls
+            pid = host.unit_pid(unit)
+            assert pid is not None, (work / "bmx7.log").read_text() if (work / "bmx7.log").exists() else ""
+
+            # Unchanged: bmx7 is neither restarted nor started again.
+            again = host.play(config, role_vars=role_vars)
+            assert again.returncode == 0 and again.changed == 0, again.output
+            assert host.unit_pid(unit) == pid
+            assert [c for c in host.systemctl_calls() if c.split()[0] in ("start", "restart")] == started
+
+            # bmx7-wg as its service runs it, on each host.
+            services.append(
+                subprocess.Popen(
+                    ["ip", "netns", "exec", h.ns, *bmx7_wg_command(), "-c", str(host.config_path), "run"],
+                    stdout=subprocess.DEVNULL,
+                    stderr=(work / "bmx7-wg.log").open("w"),
+                    env={**child_env(), "BMX7_WG_RUN_DIR": str(work / "state")},
+                    text=True,
+                )
+            )
+
+        def peers(h: Host) -> int:
+            out = h.exec("wg", "show", h.ifname, "peers", check=False).stdout
+            return len(out.split())
+
+        wait_until("the two nodes are each other's WireGuard peers", lambda: peers(a) == 1 and peers(b) == 1)
+    finally:
+        for proc in services:
+            proc.terminate()
+            proc.wait(timeout=30)
+        for host in role_hosts.values():
+            for pid_file in host.systemd_dir.glob("*.pid"):
+                text = pid_file.read_text().strip()
+                if text:
+                    subprocess.run(["kill", text], check=False)
+        lab.close()

@@ -82,7 +82,9 @@ test-ansible: test-setup
 clean:
 	rm -rf .venvs .cache build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache
 
-## Debian package: build it in a clean environment (.deb in .cache/deb/), then its quality gates
+## Debian packages: bmx7-wg, and bmx7 + bmx7-plugins from bmx7's pinned source (scripts/bmx7-orig:
+## BMX7_ORIG=FILE, a local copy, or downloaded and verified), built in a clean environment into
+## .cache/deb/; test-deb: their quality gates (lintian, piuparts, a clean install, autopkgtests)
 deb:
 	bash tests/deb/build.sh
 

@@ -126,6 +126,10 @@ class KeyFileError(Bmx7WgError):
     exit_code = 2
 
 
+class WatchLimit(Bmx7WgError):
+    """The kernel refused the service a file watch: a system limit, not a fault of ours."""
+
+
 class UsageError(Bmx7WgError):
     """The command line is wrong."""
 

@@ -15,6 +15,7 @@ import socket
 import struct
 from dataclasses import dataclass
 
+from bmx7_wg.errors import WatchLimit
 from bmx7_wg.net import rtnl
 
 IN_ATTRIB = 0x004
@@ -64,6 +65,13 @@ class Inotify:
         fd = libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
         if fd < 0:
             err = ctypes.get_errno()
+            if err == errno.EMFILE:  # many services or containers on one host use them up
+                raise WatchLimit(
+                    "cannot watch files for changes: too many open files (this user's inotify "
+                    f"instances, fs.inotify.max_user_instances = {_limit('max_user_instances')}, or "
+                    "this process's open-file limit); raise it, e.g. sysctl "
+                    "fs.inotify.max_user_instances=1024"
+                )
             raise OSError(err, f"inotify_init1: {os.strerror(err)}")
         self.fd: int = fd
         self._dirs: dict[int, str] = {}
@@ -79,6 +87,12 @@ class Inotify:
             err = ctypes.get_errno()
             if err in (errno.ENOENT, errno.ENOTDIR, errno.EACCES):
                 return False
+            if err == errno.ENOSPC:
+                raise WatchLimit(
+                    f"cannot watch {directory} for changes: this user's inotify watches are used up "
+                    f"(fs.inotify.max_user_watches = {_limit('max_user_watches')}); raise it, "
+                    "e.g. sysctl fs.inotify.max_user_watches=65536"
+                )
             raise OSError(err, f"inotify_add_watch {directory}: {os.strerror(err)}")
         self._dirs[wd] = directory
         return True
@@ -106,6 +120,15 @@ class Inotify:
 
     def close(self) -> None:
         os.close(self.fd)
+
+
+def _limit(name: str) -> str:
+    """The kernel's inotify limit NAME, for an error message ("?" where it cannot be read)."""
+    try:
+        with open(f"/proc/sys/fs/inotify/{name}") as f:
+            return f.read().strip()
+    except OSError:
+        return "?"
 
 
 class LinkEvents:

@@ -4,8 +4,10 @@ and logging that works without python-systemd (service/logsetup.py)."""
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import struct
+import subprocess
 import sys
 from pathlib import Path
 
@@ -72,3 +74,24 @@ def test_a_symlinked_directory_is_watched_only_when_it_may_be_followed(tmp_path:
         assert inotify.watch(str(tmp_path / "rcvdSms"))
     finally:
         inotify.close()
+
+
+def test_no_inotify_instance_left_is_a_clear_error_not_a_traceback() -> None:
+    # The kernel's EMFILE, as a host whose inotify instances other services used up gives it; here
+    # through the process's open-file limit, which the same errno reports (the user limit is global).
+    script = (
+        "import ctypes.util, os, resource\n"
+        "from bmx7_wg.errors import WatchLimit\n"
+        "from bmx7_wg.service.watch import Inotify\n"
+        "ctypes.util.find_library = lambda name: 'libc.so.6'  # it needs files of its own\n"
+        "hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir('/proc/self/fd')) - 1, hard))\n"
+        "try:\n"
+        "    Inotify()\n"
+        "except WatchLimit as exc:\n"
+        "    print(exc)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "PYTHONPATH": os.getcwd()})
+    assert "cannot watch files for changes: too many open files" in out.stdout, out
+    assert "fs.inotify.max_user_instances" in out.stdout and out.returncode == 0, out

@@ -43,7 +43,7 @@ from bmx7_wg.mesh.announce import AnnouncementError, parse_announcement
 from bmx7_wg.mesh.bmx7 import ReceivedFile
 from bmx7_wg.mesh.grace import HoldEvent, MeshGrace
 from bmx7_wg.mesh.session import MeshSession
-from bmx7_wg.mesh.view import Clearance, TrustPolicy, mesh_peers, reservations
+from bmx7_wg.mesh.view import Clearance, HeldAnnouncement, TrustPolicy, mesh_peers, reservations
 from bmx7_wg.plan.actions import Action, AddPeer, RemovePeer, UpdatePeer
 from bmx7_wg.plan.planner import plan_peers
 from bmx7_wg.plan.state import Device, Implementation, Peer
@@ -212,31 +212,43 @@ class MeshTracker:
             for key in (self.keys.get(node_id), keys[node_id]):
                 if key is not None:
                     affected |= self.by_key.get(key, set())
+        held: dict[str, HeldAnnouncement] = {}
+        if grace is not None:
+            begun = grace.begin_step(self.interface, {n: p is not None for n, p in changed.items()})
+            if begun is None:
+                return None
+            held, ended = begun
+            if any(a.claims for a in held.values()):
+                return None  # a held claim weighs every node's networks: the full rules decide
+            # A hold that ended frees its key for the nodes that claim it too; a held node
+            # whose key a touched node claims is weighed with it (the key rule).
+            for node_id, gone in ended.items():
+                affected.add(node_id)
+                affected |= self.by_key.get(gone.peer.public_key, set())
+            touched_keys = {k for n in affected for k in (self.keys.get(n), keys.get(n)) if k is not None}
+            affected |= {n for n, a in held.items() if a.peer.public_key in touched_keys}
         if affected & self.needs_full:
-            return None
-        if grace is not None and any(len(p.allowed_ips) != 1 for p in grace.held_peers(self.interface)):
             return None
         received = []
         for node_id in affected:
             payload = changed[node_id] if node_id in changed else self.data.get(node_id)
             if payload is not None:
                 received.append((node_id, payload))
-        view = mesh_peers(self.own_id, received, self.policy, self.accept_networks, self.names)
-        announced: dict[str, Peer | None] = dict.fromkeys(affected)
+        view = mesh_peers(
+            self.own_id,
+            received,
+            self.policy,
+            self.accept_networks,
+            self.names,
+            held={n: a for n, a in held.items() if n in affected},
+        )
+        effective: dict[str, Peer | None] = dict.fromkeys(affected)
         for peer in view.peers:
-            announced[peer.node_id or ""] = peer
+            effective[peer.node_id or ""] = peer
         refusals: dict[str, list[tuple[str, str]]] = {n: [] for n in affected}
         for r in view.refusals:
             refusals.setdefault(r.node_id, []).append((r.node_id, r.describe()))
-        holds: list[HoldEvent] = []
-        if grace is not None:
-            refused = frozenset(n for n, rs in refusals.items() if rs)
-            effective = grace.update(self.interface, announced, refused)
-            if effective is None:
-                return None
-            holds = list(grace.events)
-        else:
-            effective = announced
+        holds = grace.settle(self.interface, view, self.policy.refusal, affected) if grace is not None else []
         # This node's rules, then the device's side of each touched node.
         final: dict[str, Peer | None] = {}
         for node_id, kept in effective.items():

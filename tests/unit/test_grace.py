@@ -198,7 +198,9 @@ def test_a_held_node_refused_for_trust_goes_and_is_not_said_to_stay() -> None:
     view = read(g, {B: ann(B)}, policy=revoked)
     assert set(nets(view)) == {B}
     assert g.events == []  # no "stays 30 s more": its peer goes
-    assert [(r.node_id, r.reason) for r in view.refusals] == [(C, "denied by configuration; its held peer goes")]
+    assert [(r.node_id, r.reason) for r in view.refusals] == [
+        (C, "denied by configuration; its held peer goes")
+    ]
     assert g.next_deadline() is None
     assert set(nets(read(g, {B: ann(B)}))) == {B}  # not held again once trusted again
 

@@ -165,6 +165,72 @@ def test_received_entries_reads_the_named_files(runtime: Bmx7Runtime, tmp_path: 
     assert full[f"{N1}:wg-bmx7"] is one
 
 
+def test_a_file_unlinked_between_listing_and_open_is_gone_not_refused(
+    runtime: Bmx7Runtime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """bmx7 wipes rcvdSms/ when it restarts: a listed file may be gone when it is opened."""
+    rcvd = tmp_path / "sms" / "rcvdSms"
+    (rcvd / f"{N1}:wg-bmx7").write_bytes(b"one")
+    (rcvd / f"{N2}:wg-bmx7").write_bytes(b"two")
+    real_listdir = os.listdir
+
+    def listdir_then_wipe(path: int) -> list[str]:
+        names = real_listdir(path)
+        (rcvd / f"{N2}:wg-bmx7").unlink()
+        return names
+
+    monkeypatch.setattr(os, "listdir", listdir_then_wipe)
+    files = runtime.received("wg-bmx7", cache=ReceivedCache())
+    assert [(f.node_id, f.data, f.refusal) for f in files] == [(N1, b"one", None)]
+
+
+def test_a_file_rewritten_while_it_is_read_is_read_again(
+    runtime: Bmx7Runtime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "sms" / "rcvdSms" / f"{N1}:wg-bmx7"
+    path.write_bytes(b"the first half")
+    real_read = os.read
+    rewrites = [b"the whole of the second version"]
+
+    def read_while_written(fd: int, size: int) -> bytes:
+        chunk = real_read(fd, size)
+        if rewrites:
+            path.write_bytes(rewrites.pop())  # in place: the same inode, a new size
+        return chunk
+
+    monkeypatch.setattr(os, "read", read_while_written)
+    (got,) = runtime.received("wg-bmx7")
+    assert got.data == b"the whole of the second version" and got.refusal is None
+
+
+def test_a_file_that_never_holds_still_counts_as_vanished(
+    runtime: Bmx7Runtime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "sms" / "rcvdSms" / f"{N1}:wg-bmx7"
+    path.write_bytes(b"x")
+    real_read = os.read
+    writes = [0]
+
+    def read_while_written(fd: int, size: int) -> bytes:
+        chunk = real_read(fd, size)
+        writes[0] += 1
+        path.write_bytes(b"x" * (1 + writes[0] % 2))  # a new size at every read
+        return chunk
+
+    monkeypatch.setattr(os, "read", read_while_written)
+    assert runtime.received("wg-bmx7") == []
+    assert runtime.received_entries([f"{N1}:wg-bmx7"], "wg-bmx7") == {f"{N1}:wg-bmx7": None}
+
+
+def test_a_file_written_a_moment_ago_is_marked_fresh(runtime: Bmx7Runtime, tmp_path: Path) -> None:
+    path = tmp_path / "sms" / "rcvdSms" / f"{N1}:wg-bmx7"
+    path.write_bytes(b"x")
+    assert [f.fresh for f in runtime.received("wg-bmx7")] == [True]
+    old = time.time() - 10
+    os.utime(path, (old, old))
+    assert [f.fresh for f in runtime.received("wg-bmx7")] == [False]
+
+
 def test_received_without_directory(tmp_path: Path) -> None:
     assert Bmx7Runtime(str(tmp_path)).received("wg-bmx7") == []
 

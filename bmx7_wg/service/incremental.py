@@ -218,8 +218,10 @@ class MeshTracker:
             if begun is None:
                 return None
             held, ended = begun
-            if any(a.claims for a in held.values()):
-                return None  # a held claim weighs every node's networks: the full rules decide
+            if any(a.claims for a in (*held.values(), *ended.values())):
+                # A held claim (or one that ends now) weighs every node's networks: the
+                # full rules decide.
+                return None
             # A hold that ended frees its key for the nodes that claim it too; a held node
             # whose key a touched node claims is weighed with it (the key rule).
             for node_id, gone in ended.items():

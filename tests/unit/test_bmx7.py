@@ -438,3 +438,38 @@ def test_register_sms_only_once(sim: SimNode) -> None:
 def test_refused_command_is_an_error(sim: SimNode) -> None:
     with pytest.raises(Bmx7CommandError, match="invalid argument"):
         Bmx7Runtime(sim.runtime_dir).command("syncSms=abcdefghijklmnopq")
+
+
+def test_a_half_written_announcement_is_held_then_read_again(sim: SimNode, tmp_path: Path) -> None:
+    """bmx7 rewrites a file in place in two writes: read between them, its content does not
+    parse. Written a moment ago, that is no verdict: the node's announcement is held (its
+    peer stays) and the file is named to be read again; the same bytes in a file written
+    long ago are a refusal."""
+    from bmx7_wg.config import reader
+    from bmx7_wg.keys import encode_key
+    from bmx7_wg.mesh.announce import format_announcement
+    from bmx7_wg.mesh.grace import MeshGrace
+    from bmx7_wg.mesh.session import mesh_inputs
+
+    config_path = tmp_path / "mesh.toml"
+    config_path.write_text(
+        f'[bmx7]\nruntime_dir = "{sim.runtime_dir}"\ntrust = "all"\n\n'
+        f'[interface.wm0]\nmesh = true\nprivate_key_file = "{tmp_path / "key"}"\n'
+    )
+    config = reader.load(str(config_path))
+    path = Path(sim.runtime_dir, "sms", "rcvdSms", f"{N2}:wg-bmx7")
+    whole = format_announcement(encode_key(bytes([7]) * 32), 40456)
+    path.write_bytes(whole)
+    past = time.time() - 10
+    os.utime(path, (past, past))
+    grace = MeshGrace(30)
+    first = mesh_inputs(config, grace=grace)
+    assert [p.node_id for p in first.inputs["wm0"].peers] == [N2]
+    path.write_bytes(whole[: len(whole) // 2])  # the first of two writes
+    half = mesh_inputs(config, grace=grace)
+    assert [p.node_id for p in half.inputs["wm0"].peers] == [N2]  # held
+    assert half.unsettled == [f"{N2}:wg-bmx7"] and half.refusals == []
+    os.utime(path, (past, past))  # the same bytes, long ago: the complete content is bad
+    done = mesh_inputs(config, grace=grace)
+    assert done.inputs["wm0"].peers == () and done.unsettled == []
+    assert [n for n, _ in done.refusals] == [N2]

@@ -699,9 +699,11 @@ def test_a_wipe_of_rcvdsms_during_full_reconciles_is_held_not_refused(tmp_path: 
             assert wait_for(lambda: len(device_peers(a)) == len(files), timeout=30)
             keys = device_peers(a)
             for _ in range(3):
-                for name in files:  # as bmx7 does at its start: one unlink after another
+                # As bmx7 does at its start: one unlink after another, here spread over
+                # ~1.5 s so that full reconciles (every second) list files still to go.
+                for name in files:
                     os.unlink(rcvd / name)
-                time.sleep(0.5)
+                    time.sleep(0.005)
                 fill()
                 time.sleep(0.5)
             assert wait_for(lambda: device_peers(a) == keys, timeout=20)

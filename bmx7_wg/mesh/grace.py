@@ -221,10 +221,6 @@ class MeshGrace:
 
     # -- what is held -----------------------------------------------------------------
 
-    def held(self, interface: str) -> dict[str, HeldAnnouncement]:
-        """The announcements held now on `interface`."""
-        return {n: h.announcement for n, h in self._held.get(interface, {}).items()}
-
     def next_deadline(self) -> float | None:
         """When the earliest hold's grace ends (monotonic), or None if none runs."""
         ends = [

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from bmx7_wg.keys import encode_key
 from bmx7_wg.mesh.announce import format_announcement
 from bmx7_wg.mesh.grace import HoldEvent, MeshGrace, Remembered
-from bmx7_wg.mesh.view import MeshView, TrustPolicy, mesh_peers
+from bmx7_wg.mesh.view import HeldAnnouncement, MeshView, TrustPolicy, mesh_peers
 
 OWN = "0" * 56
 B, C, G, H, X = ("B" * 56, "C" * 56, "6" * 56, "7" * 56, "8" * 56)
@@ -56,10 +56,20 @@ def read(
     policy: TrustPolicy = ALL,
 ) -> MeshView:
     """One full read, as mesh/session.py does it: the holds, the rules, what they decided."""
+    return read_held(g, files, accept, policy)[0]
+
+
+def read_held(
+    g: MeshGrace,
+    files: Mapping[str, bytes],
+    accept: tuple[str, ...] = ("10.0.0.0/8",),
+    policy: TrustPolicy = ALL,
+) -> tuple[MeshView, dict[str, HeldAnnouncement]]:
+    """`read`, and the announcements held in it (weighed by the rules, peer or not)."""
     held = g.begin(WM, set(files))
     view = mesh_peers(OWN, list(files.items()), policy, accept, held=held)
     g.settle(WM, view, policy.refusal)
-    return view
+    return view, {n: a for n, a in held.items() if policy.refusal(n) is None}
 
 
 def nets(view: MeshView) -> dict[str, set[str]]:
@@ -323,8 +333,7 @@ def test_no_node_gets_a_network_another_live_or_held_claim_overlaps(
     for files_now, wait in plan:
         clock.advance(wait)
         files = {n: ann(n, *networks, key=KEY[k]) for n, networks, k in files_now}
-        view = read(g, files)
-        held = g.held(WM)
+        view, held = read_held(g, files)
         had = {n: had.get(n, live.get(n, frozenset())) for n in held}
         assert set(held) >= set(view.held)
         claims: list[tuple[str, ipaddress.IPv4Network | ipaddress.IPv6Network]] = []

@@ -181,9 +181,13 @@ def mesh_inputs(
     except Bmx7Unavailable as exc:
         log.warning("%s: %s", iface.name, exc)
         received = []
-    session.unsettled = [
-        f.file_name for f in received if f.fresh and f.data is not None and not _parses(f.data)
-    ]
+    if grace is not None:
+        # (the service only: a one-shot command has nothing to hold and no later read)
+        session.unsettled = [
+            f.file_name
+            for f in received
+            if f.fresh and f.ok and policy.refusal(f.node_id or "") is None and not _parses(f.data or b"")
+        ]
     if session.unsettled:
         unsettled = set(session.unsettled)
         received = [f for f in received if f.file_name not in unsettled]

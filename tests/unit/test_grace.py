@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bmx7_wg.base.nodeid import tunnel_host
 from bmx7_wg.keys import encode_key
 from bmx7_wg.mesh.announce import format_announcement
 from bmx7_wg.mesh.grace import HoldEvent, MeshGrace, Remembered

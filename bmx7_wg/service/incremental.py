@@ -64,6 +64,8 @@ class Step:
     entries: dict[str, str] = field(default_factory=dict)  # node id -> its file name
     keys: dict[str, str | None] = field(default_factory=dict)
     final: dict[str, Peer | None] = field(default_factory=dict)
+    # Files written a moment ago whose content does not parse yet: to be read again.
+    unsettled: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -175,6 +177,7 @@ class MeshTracker:
         suffix = ":" + self.sms
         changed: dict[str, bytes | None] = {}
         entries: dict[str, str] = {}
+        unsettled: list[str] = []
         for entry, f in files.items():
             prefix = entry[: -len(suffix)]
             if not entry.endswith(suffix) or not NODE_ID_RE.match(prefix):
@@ -186,6 +189,11 @@ class MeshTracker:
                 return None  # refused as a file: the full reconcile says why
             if node_id == self.own_id:
                 continue  # our own announcement, echoed
+            if f is not None and f.fresh and self.policy.refusal(node_id) is None and not _parses(f.data):
+                # Written a moment ago and not parsing (bmx7 rewrites a file in place): no
+                # verdict yet; it counts as vanished now and is read again soon.
+                unsettled.append(entry)
+                f = None
             payload = f.data if f is not None else None
             entries[node_id] = entry
             if self.data.get(node_id) != payload:
@@ -285,6 +293,7 @@ class MeshTracker:
             entries=entries,
             keys=keys,
             final=final,
+            unsettled=unsettled,
         )
 
     def commit(self, step: Step, done: Iterable[Action]) -> None:
@@ -323,3 +332,11 @@ class MeshTracker:
                 self.device[action.peer.public_key] = action.peer
             elif isinstance(action, RemovePeer):
                 self.device.pop(action.public_key, None)
+
+
+def _parses(data: bytes | None) -> bool:
+    try:
+        parse_announcement(data or b"")
+    except AnnouncementError:
+        return False
+    return True

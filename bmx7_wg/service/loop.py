@@ -388,6 +388,9 @@ class Service:
         tracker.commit(step, done)
         self._log_refusal_changes({r for rs in step.refusals.values() for r in rs}, ended)
         self._log_hold_events(step.holds)
+        if step.unsettled:
+            self.changed_files.update(step.unsettled)
+            self.schedule.soon(MESH, SETTLE, "mesh announcements being written")
         self.peer_counts[tracker.interface] = len(tracker.device)
         self.schedule.at(GRACE, self.grace.next_deadline(), "mesh grace period ended")
         if done:

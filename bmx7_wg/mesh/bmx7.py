@@ -73,6 +73,9 @@ class ReceivedFile:
     node_id: str | None  # None if the file name holds no node id
     data: bytes | None = None
     refusal: str | None = None
+    # Written less than SETTLE seconds before it was read: a writer may not be done
+    # (bmx7 rewrites a file in place), so content that does not parse is not yet a verdict.
+    fresh: bool = field(default=False, compare=False)
 
     @property
     def ok(self) -> bool:
@@ -200,6 +203,18 @@ def check_sms_name(name: str) -> str:
     return name
 
 
+# seconds: a received file written this recently may still be being written
+SETTLE = 1.0
+# times a received file that changed while it was read is read again before it counts
+# as vanished (bmx7 rewrites a file in place in several writes)
+READ_TRIES = 3
+
+
+class Vanished(ValueError):
+    """The file is gone (unlinked between the listing and the open), or kept changing
+    while it was read: no verdict on its content."""
+
+
 def read_capped(path: str, limit: int, *, dir_fd: int | None = None) -> bytes:
     """Read a regular file without following a symlink; raise ValueError with a reason."""
     return read_capped_stat(path, limit, dir_fd=dir_fd)[0]
@@ -213,6 +228,8 @@ def read_capped_stat(path: str, limit: int, *, dir_fd: int | None = None) -> tup
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise ValueError("is a symbolic link") from None
+        if exc.errno == errno.ENOENT:
+            raise Vanished("vanished") from None
         raise ValueError(f"cannot be opened ({exc.strerror})") from None
     try:
         st = os.fstat(fd)
@@ -250,8 +267,9 @@ class ReceivedCache:
 
 def _received_entry(
     entry: str, suffix: str, max_size: int, dir_fd: int, cache: ReceivedCache | None, *, reuse: bool = True
-) -> ReceivedFile:
-    """One entry, read (or, with `reuse`, taken from `cache` if its identity is unchanged)."""
+) -> ReceivedFile | None:
+    """One entry, read (or, with `reuse`, taken from `cache` if its identity is unchanged);
+    None when it vanished (bmx7 wipes `rcvdSms/` when it restarts): gone, not refused."""
     prefix = entry[: -len(suffix)]
     if not NODE_ID_RE.match(prefix):
         return ReceivedFile(escape(entry), None, refusal="file name holds no node id")
@@ -267,12 +285,17 @@ def _received_entry(
             if stat.S_ISREG(st.st_mode) and known[0] == _identity(st):
                 return known[1]
     try:
-        data, st = read_capped_stat(entry, max_size, dir_fd=dir_fd)
+        data, st = _read_settled(entry, max_size, dir_fd)
+    except Vanished:
+        if cache is not None:
+            cache.files.pop(entry, None)
+        return None
     except ValueError as exc:
         if cache is not None:
             cache.files.pop(entry, None)
         return ReceivedFile(entry, node_id, refusal=str(exc))
-    got = ReceivedFile(entry, node_id, data=data)
+    fresh = time.time() - st.st_mtime < SETTLE
+    got = ReceivedFile(entry, node_id, data=data, fresh=fresh)
     if cache is not None:
         # The identity at opening: a file replaced while it was read has a new one.
         cache.files[entry] = (_identity(st), got)
@@ -285,6 +308,21 @@ def _kind(name: str, dir_fd: int) -> str:
     except OSError:
         return "not a directory"
     return "a symbolic link" if stat.S_ISLNK(st.st_mode) else "not a directory"
+
+
+def _read_settled(entry: str, max_size: int, dir_fd: int) -> tuple[bytes, os.stat_result]:
+    """A received file's bytes as one version of it: read again when it changed while it
+    was read (its identity after the read is not the one at the open); Vanished when it
+    is gone or never holds still."""
+    for _ in range(READ_TRIES):
+        data, st = read_capped_stat(entry, max_size, dir_fd=dir_fd)
+        try:
+            after = os.stat(entry, dir_fd=dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            raise Vanished("vanished while it was read") from None
+        if _identity(after) == _identity(st) and len(data) == st.st_size:
+            return data, st
+    raise Vanished("kept changing while it was read")
 
 
 def _identity(st: os.stat_result) -> FileIdentity:
@@ -577,7 +615,8 @@ class Bmx7Runtime:
             if cache is not None:
                 for gone in cache.files.keys() - set(entries):
                     del cache.files[gone]
-            return [_received_entry(entry, suffix, max_size, dir_fd, cache) for entry in entries]
+            read = (_received_entry(entry, suffix, max_size, dir_fd, cache) for entry in entries)
+            return [f for f in read if f is not None]
         finally:
             os.close(dir_fd)
 

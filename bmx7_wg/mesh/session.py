@@ -61,6 +61,9 @@ class MeshSession:
     names: dict[str, str] = field(default_factory=dict)
     received: list[ReceivedFile] = field(default_factory=list)
     view: MeshView | None = None
+    # Files written a moment before they were read whose content does not parse: a writer
+    # may not be done, so they count as vanished now and are read again soon.
+    unsettled: list[str] = field(default_factory=list)
 
     def add_refusals(self, refusals: Iterable[Refusal]) -> None:
         """Refusals decided later in the reconcile (mesh.view.Clearance, in the engine)."""
@@ -120,6 +123,14 @@ def _published(
     return ObservedAnnouncement(name, announcement, registered)
 
 
+def _parses(data: bytes) -> bool:
+    try:
+        parse_announcement(data)
+    except AnnouncementError:
+        return False
+    return True
+
+
 def mesh_interface(config: Config) -> InterfaceConfig | None:
     return next((i for i in config.interfaces if i.mesh), None)
 
@@ -133,6 +144,8 @@ def mesh_inputs(
     (see grace.py); one-shot commands take the announcements as they are. With `cache`
     (the service), an announcement file unchanged since the last read is not read again."""
     iface = mesh_interface(config)
+    if grace is not None:
+        grace.keep_only(iface.name if iface is not None and config.bmx7 is not None else None)
     if iface is None or config.bmx7 is None:
         return MeshSession()
     session = MeshSession(bmx7=config.bmx7, interface=iface)
@@ -147,7 +160,7 @@ def mesh_inputs(
         session.liveness = Liveness(runtime.socket_path, False, reason=reason)
         session.inputs[iface.name] = MeshInputs(hold=True)
         if grace is not None:
-            grace.hold(session.inputs)
+            grace.pause(iface.name)
         return session
     session.liveness = runtime.liveness_of(session.node)
     own = session.node.node_id
@@ -168,16 +181,30 @@ def mesh_inputs(
     except Bmx7Unavailable as exc:
         log.warning("%s: %s", iface.name, exc)
         received = []
+    if grace is not None:
+        # (the service only: a one-shot command has nothing to hold and no later read)
+        session.unsettled = [
+            f.file_name
+            for f in received
+            if f.fresh and f.ok and policy.refusal(f.node_id or "") is None and not _parses(f.data or b"")
+        ]
+    if session.unsettled:
+        unsettled = set(session.unsettled)
+        received = [f for f in received if f.file_name not in unsettled]
     for f in received:
         if not f.ok:
             session.refusals.append((f.node_id or f.file_name, f"refused {f.file_name}: {f.refusal}"))
     names = runtime.node_names()
+    # A node with a file now, good or refused, is decided by that file; one whose file
+    # vanished a moment ago has its announcement held (grace.py).
+    held = grace.begin(iface.name, {f.node_id for f in received if f.node_id}) if grace is not None else None
     view = mesh_peers(
         own,
         [(f.node_id, f.data) for f in received if f.ok and f.node_id and f.data is not None],
         policy,
         iface.accept_networks,
         names,
+        held=held,
     )
     for r in view.refusals:
         session.refusals.append((r.node_id, r.describe()))
@@ -190,9 +217,7 @@ def mesh_inputs(
     )
     session.published = _published(runtime, config.bmx7.announce, session.parameters)
     if grace is not None:
-        refused = frozenset(n for n, _ in session.refusals)
-        session.inputs = grace.hold(session.inputs, refused, policy.refusal)
-        session.holds = list(grace.events)
+        session.holds = grace.settle(iface.name, view, policy.refusal)
     return session
 
 

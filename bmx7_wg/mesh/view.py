@@ -108,12 +108,23 @@ class Refusal:
 
 
 @dataclass(frozen=True)
+class HeldAnnouncement:
+    """The announcement of a node whose file vanished, held for the grace period
+    (mesh/grace.py): the peer it had when it vanished (the most it can get back) and the
+    networks it claimed (granted or not: a claim refuses what overlaps it)."""
+
+    peer: Peer
+    claims: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class MeshView:
     peers: tuple[Peer, ...] = ()  # sorted by node id
     refusals: tuple[Refusal, ...] = ()  # sorted by node id, then network
-    # Every trusted node's parsed announcement, peer or not: which nodes claim which key
-    # and networks (what the service's step between full reconciles starts from).
+    # Every trusted node's parsed live announcement, peer or not: which nodes claim which
+    # key and networks (what the service's step between full reconciles starts from).
     announcements: Mapping[str, Announcement] = field(default_factory=dict, compare=False)
+    held: frozenset[str] = frozenset()  # node ids whose peer comes from a held announcement
 
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -182,9 +193,16 @@ def mesh_peers(
     node_names: Mapping[str, str] | None = None,
     *,
     persistent_keepalive: int = 0,
+    held: Mapping[str, HeldAnnouncement] | None = None,
 ) -> MeshView:
     """Turn received announcements `(node_id, payload)` into peers and refusals
-    (the mesh's rules; `Clearance` applies this node's)."""
+    (the mesh's rules; `Clearance` applies this node's).
+
+    `held`: announcements whose file vanished, kept for the grace period (node id ->
+    what it had and claimed). They go through the same rules as the live ones: trust,
+    the key rule, the mesh prefixes, `accept_networks`, and their claims count against
+    every other claim; a held node gets at most the networks its peer had. A node that
+    also has a live announcement is decided by that one alone."""
     own = normalize_node_id(own_id)
     names = {k.upper(): v for k, v in (node_names or {}).items()}
     accept = _Overlaps((_net(a), "") for a in accept_networks)
@@ -216,6 +234,19 @@ def mesh_peers(
             candidates[node_id] = parse_announcement(data)
         except AnnouncementError as exc:
             refuse(node_id, f"bad announcement: {exc.reason}")
+
+    # Held announcements: weighed as if their node still announced what it claimed.
+    had: dict[str, HeldAnnouncement] = {}
+    for node_id, kept in sorted((held or {}).items()):
+        if node_id in seen or node_id == own:
+            continue
+        why = policy.refusal(node_id)
+        if why is not None:
+            refuse(node_id, f"{why}; its held peer goes")
+            continue
+        had[node_id] = kept
+        # (its port is in the peer it had: the announcement stands for its claims only)
+        candidates[node_id] = Announcement(kept.peer.public_key, 0, kept.claims)
 
     # A network a trusted node announces is a claim if this node would route it to that
     # node were it alone (outside the mesh prefixes, inside accept_networks). Claims are
@@ -254,12 +285,22 @@ def mesh_peers(
             refuse(node_id, f"public key also claimed by {others}")
             continue
         allowed = {tunnel_host(node_id)}
+        keeps = had.get(node_id)
+        granted = {_net(a) for a in keeps.peer.allowed_ips} if keeps is not None else None
         for text, net in eligible[node_id]:
             contested = _contest(claims, net, node_id)
             if contested:
                 refuse(node_id, f"{contested}; network ignored", text)
-            else:
+            elif granted is None or net in granted:
                 allowed.add(text)
+        if keeps is not None:
+            peers.append(replace(
+                keeps.peer,
+                allowed_ips=frozenset(allowed),
+                persistent_keepalive=persistent_keepalive,
+                name=names.get(node_id, keeps.peer.name),
+            ))
+            continue
         peers.append(Peer(
             public_key=ann.public_key,
             allowed_ips=frozenset(allowed),
@@ -271,7 +312,10 @@ def mesh_peers(
         ))
 
     refusals.sort(key=lambda r: (r.node_id, r.network or ""))
-    return MeshView(tuple(peers), tuple(refusals), candidates)
+    peers.sort(key=lambda p: p.node_id or "")
+    live = {n: a for n, a in candidates.items() if n not in had}
+    kept_held = frozenset(p.node_id for p in peers if p.node_id in had)
+    return MeshView(tuple(peers), tuple(refusals), live, kept_held)
 
 
 # Networks no tunnel can carry: what lies inside one of them (a covering network, such as

@@ -43,7 +43,7 @@ from bmx7_wg.mesh.announce import AnnouncementError, parse_announcement
 from bmx7_wg.mesh.bmx7 import ReceivedFile
 from bmx7_wg.mesh.grace import HoldEvent, MeshGrace
 from bmx7_wg.mesh.session import MeshSession
-from bmx7_wg.mesh.view import Clearance, TrustPolicy, mesh_peers, reservations
+from bmx7_wg.mesh.view import Clearance, HeldAnnouncement, TrustPolicy, mesh_peers, reservations
 from bmx7_wg.plan.actions import Action, AddPeer, RemovePeer, UpdatePeer
 from bmx7_wg.plan.planner import plan_peers
 from bmx7_wg.plan.state import Device, Implementation, Peer
@@ -64,6 +64,8 @@ class Step:
     entries: dict[str, str] = field(default_factory=dict)  # node id -> its file name
     keys: dict[str, str | None] = field(default_factory=dict)
     final: dict[str, Peer | None] = field(default_factory=dict)
+    # Files written a moment ago whose content does not parse yet: to be read again.
+    unsettled: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -175,6 +177,7 @@ class MeshTracker:
         suffix = ":" + self.sms
         changed: dict[str, bytes | None] = {}
         entries: dict[str, str] = {}
+        unsettled: list[str] = []
         for entry, f in files.items():
             prefix = entry[: -len(suffix)]
             if not entry.endswith(suffix) or not NODE_ID_RE.match(prefix):
@@ -186,6 +189,11 @@ class MeshTracker:
                 return None  # refused as a file: the full reconcile says why
             if node_id == self.own_id:
                 continue  # our own announcement, echoed
+            if f is not None and f.fresh and self.policy.refusal(node_id) is None and not _parses(f.data):
+                # Written a moment ago and not parsing (bmx7 rewrites a file in place): no
+                # verdict yet; it counts as vanished now and is read again soon.
+                unsettled.append(entry)
+                f = None
             payload = f.data if f is not None else None
             entries[node_id] = entry
             if self.data.get(node_id) != payload:
@@ -212,31 +220,45 @@ class MeshTracker:
             for key in (self.keys.get(node_id), keys[node_id]):
                 if key is not None:
                     affected |= self.by_key.get(key, set())
+        held: dict[str, HeldAnnouncement] = {}
+        if grace is not None:
+            begun = grace.begin_step(self.interface, {n: p is not None for n, p in changed.items()})
+            if begun is None:
+                return None
+            held, ended = begun
+            if any(a.claims for a in (*held.values(), *ended.values())):
+                # A held claim (or one that ends now) weighs every node's networks: the
+                # full rules decide.
+                return None
+            # A hold that ended frees its key for the nodes that claim it too; a held node
+            # whose key a touched node claims is weighed with it (the key rule).
+            for node_id, gone in ended.items():
+                affected.add(node_id)
+                affected |= self.by_key.get(gone.peer.public_key, set())
+            touched_keys = {k for n in affected for k in (self.keys.get(n), keys.get(n)) if k is not None}
+            affected |= {n for n, a in held.items() if a.peer.public_key in touched_keys}
         if affected & self.needs_full:
-            return None
-        if grace is not None and any(len(p.allowed_ips) != 1 for p in grace.held_peers(self.interface)):
             return None
         received = []
         for node_id in affected:
             payload = changed[node_id] if node_id in changed else self.data.get(node_id)
             if payload is not None:
                 received.append((node_id, payload))
-        view = mesh_peers(self.own_id, received, self.policy, self.accept_networks, self.names)
-        announced: dict[str, Peer | None] = dict.fromkeys(affected)
+        view = mesh_peers(
+            self.own_id,
+            received,
+            self.policy,
+            self.accept_networks,
+            self.names,
+            held={n: a for n, a in held.items() if n in affected},
+        )
+        effective: dict[str, Peer | None] = dict.fromkeys(affected)
         for peer in view.peers:
-            announced[peer.node_id or ""] = peer
+            effective[peer.node_id or ""] = peer
         refusals: dict[str, list[tuple[str, str]]] = {n: [] for n in affected}
         for r in view.refusals:
             refusals.setdefault(r.node_id, []).append((r.node_id, r.describe()))
-        holds: list[HoldEvent] = []
-        if grace is not None:
-            refused = frozenset(n for n, rs in refusals.items() if rs)
-            effective = grace.update(self.interface, announced, refused)
-            if effective is None:
-                return None
-            holds = list(grace.events)
-        else:
-            effective = announced
+        holds = grace.settle(self.interface, view, self.policy.refusal, affected) if grace is not None else []
         # This node's rules, then the device's side of each touched node.
         final: dict[str, Peer | None] = {}
         for node_id, kept in effective.items():
@@ -271,6 +293,7 @@ class MeshTracker:
             entries=entries,
             keys=keys,
             final=final,
+            unsettled=unsettled,
         )
 
     def commit(self, step: Step, done: Iterable[Action]) -> None:
@@ -309,3 +332,11 @@ class MeshTracker:
                 self.device[action.peer.public_key] = action.peer
             elif isinstance(action, RemovePeer):
                 self.device.pop(action.public_key, None)
+
+
+def _parses(data: bytes | None) -> bool:
+    try:
+        parse_announcement(data or b"")
+    except AnnouncementError:
+        return False
+    return True

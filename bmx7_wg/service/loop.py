@@ -28,7 +28,7 @@ from bmx7_wg.engine import Engine, reconcile
 from bmx7_wg.errors import Bmx7WgError, ChangesFailed, ConfigError
 from bmx7_wg.keys import PrivateKey
 from bmx7_wg.mesh import liveness
-from bmx7_wg.mesh.bmx7 import SOCKET_NAME, Bmx7Runtime, ReceivedCache
+from bmx7_wg.mesh.bmx7 import SETTLE, SOCKET_NAME, Bmx7Runtime, ReceivedCache
 from bmx7_wg.mesh.grace import HoldEvent, MeshGrace
 from bmx7_wg.mesh.session import MeshSession, mesh_interface, watch_directories
 from bmx7_wg.net.resolve import Resolver
@@ -185,7 +185,9 @@ class Service:
             if reason:
                 reasons.append(reason)
                 steps_only = False
-        if PROBE in due:
+        if PROBE in due or GRACE in due:
+            # A grace ends only on time in which bmx7 answers: before one ends, make sure
+            # bmx7 still does (a full reconcile pauses every hold if it does not).
             reason = self._probe()
             if reason:
                 reasons.append(reason)
@@ -386,6 +388,9 @@ class Service:
         tracker.commit(step, done)
         self._log_refusal_changes({r for rs in step.refusals.values() for r in rs}, ended)
         self._log_hold_events(step.holds)
+        if step.unsettled:
+            self.changed_files.update(step.unsettled)
+            self.schedule.soon(MESH, SETTLE, "mesh announcements being written")
         self.peer_counts[tracker.interface] = len(tracker.device)
         self.schedule.at(GRACE, self.grace.next_deadline(), "mesh grace period ended")
         if done:
@@ -483,6 +488,11 @@ class Service:
         if mesh is not None:
             self._log_refusals(mesh)
             self._log_holds(mesh)
+            if mesh.unsettled:
+                # Written a moment before the read and not parsing: read again once the
+                # writer is done (its close wakes us sooner).
+                self.changed_files.update(mesh.unsettled)
+                self.schedule.soon(MESH, SETTLE, "mesh announcements being written")
             if mesh.trust_dir != self.trust_dir:
                 self.trust_dir = mesh.trust_dir
                 self._watch()
@@ -534,7 +544,7 @@ class Service:
                 left = max(0.0, ev.until - now)
                 text = (
                     f"{ev.interface}: the announcement of mesh node {who} vanished; its peer stays "
-                    f"{left:.0f} s more (grace) unless it comes back"
+                    f"{left:.0f} s more (grace, counted while bmx7 answers) unless it comes back"
                 )
             else:
                 text = f"{ev.interface}: the announcement of mesh node {who} is back; its peer stayed"

@@ -5,7 +5,10 @@ One `Service` (bmx7_wg/service/loop.py) in this process, a wireguard-go device, 
 stand-in. Each round changes a few `rcvdSms/` files at random (joins, departures, new
 keys, a key another node claims, this node's own key, garbage, networks, a denied node,
 a file name in lower case, a second file for a node, a rewrite with the same bytes),
-tells the service which files changed, as inotify does, and lets it act. Then a full
+tells the service which files changed, as inotify does, and lets it act. With
+`--held-mix`, the grace periods run on the driver's clock, which jumps ahead at random
+(holds start, end, and end while their node's claims still refuse others), and nodes
+announce overlapping networks inside accept_networks. Then a full
 reconcile in check mode, with a copy of the service's grace periods, must plan no peer
 change, and must refuse what the service has logged as refused. Prints a JSON summary;
 exits 1 at the first difference, describing it.
@@ -21,6 +24,7 @@ import os
 import random
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from bmx7_wg.config import reader
@@ -41,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nodes", type=int, default=30)
     parser.add_argument("--grace", type=float, default=0)
     parser.add_argument("--ifname", required=True)
+    parser.add_argument("--held-mix", action="store_true")
     args = parser.parse_args(argv)
     rng = random.Random(args.seed)
     logging.disable(logging.WARNING)  # the refusals the service logs are compared, not shown
@@ -68,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
                     return
                 tmp_path = rcvd / ".incoming"
                 tmp_path.write_bytes(data)
+                # A complete file, written a while ago: renamed into place, as bmx7 does.
+                past = time.time() - 10
+                os.utime(tmp_path, (past, past))
                 os.rename(tmp_path, path)
                 files[name] = data
 
@@ -80,21 +88,31 @@ def main(argv: list[str] | None = None) -> int:
                 f'grace = {args.grace:g}\ndenied = ["{denied}"]\n\n'
                 f'[interface.{args.ifname}]\nmesh = true\nbackend = "userspace"\n'
                 f'private_key_file = "{own_key_file}"\n'
+                + ('accept_networks = ["10.0.0.0/8"]\n' if args.held_mix else "")
             )
             service = Service(str(config_path), reader.load(str(config_path)))
+            clock = [time.monotonic()]
+            if args.held_mix:
+                service.grace.clock = lambda: clock[0]
             service.reconcile(["start"])
             own_key = Path(own_key_file).read_text().strip()
             own_public = PrivateKey.from_base64(own_key).public_key()
             counts = {"steps": 0, "full": 0, "changes": 0}
             for round_no in range(args.rounds):
                 changed: list[str] = []
-                for _ in range(rng.randint(1, 3)):
-                    name, data = _random_change(rng, files, gone, keys, own_public, denied)
+                reasons = [f"round {round_no}"]
+                if args.held_mix:
+                    clock[0] += rng.choice((0.0, 0.0, 1.0, 5.0, 12.0, args.grace))
+                    deadline = service.grace.next_deadline()
+                    if deadline is not None and deadline <= clock[0]:
+                        reasons.append("mesh grace period ended")
+                for _ in range(rng.randint(0 if len(reasons) > 1 else 1, 3)):
+                    name, data = _random_change(rng, files, gone, keys, own_public, denied, args.held_mix)
                     write(name, data)
                     changed.append(name)
                 counts["changes"] += len(changed)
                 service.changed_files.update(changed)
-                if service.mesh_step([f"round {round_no}"]):
+                if service.mesh_step(reasons):
                     counts["steps"] += 1
                 else:
                     service.reconcile([f"round {round_no}"])
@@ -140,15 +158,18 @@ def _random_change(
     keys: list[str],
     own_public: str,
     denied: str,
+    held_mix: bool = False,
 ) -> tuple[str, bytes | None]:
     """One file name in rcvdSms/ and its new bytes (None: removed)."""
     existing = sorted(files)
     # Weighted: the rare kinds send the service to a full reconcile for a while.
-    kind = rng.choices(
-        ["join", "leave", "rekey", "same key as another", "same bytes", "own key", "garbage",
-         "denied", "lower case", "back", "networks", "second file"],
-        weights=[8, 6, 8, 3, 1, 1, 1, 1, 1, 3, 0.5, 0.5],
-    )[0]
+    kinds = ["join", "leave", "rekey", "same key as another", "same bytes", "own key", "garbage",
+             "denied", "lower case", "back", "networks", "second file"]
+    weights = [8, 6, 8, 3, 1, 1, 1, 1, 1, 3, 0.5, 0.5]
+    if held_mix:
+        kinds.append("overlapping networks")
+        weights.append(4)
+    kind = rng.choices(kinds, weights=weights)[0]
     if not existing and kind not in ("join", "denied", "lower case"):
         kind = "join"
     if kind == "join":
@@ -167,6 +188,9 @@ def _random_change(
         return rng.choice(existing), format_announcement(own_public, 40456)
     if kind == "garbage":
         return rng.choice(existing), b"not an announcement\n"
+    if kind == "overlapping networks":
+        net = rng.choice(("10.0.0.0/8", "10.1.0.0/16", "10.1.2.0/24", "10.2.0.0/16", "10.1.0.0/16"))
+        return rng.choice(existing), format_announcement(rng.choice(keys), 40456, [net])
     if kind == "networks":
         net = f"10.{rng.randint(0, 3)}.{rng.randint(0, 3)}.0/24"
         return rng.choice(existing), format_announcement(rng.choice(keys), 40456, [net])

@@ -129,7 +129,7 @@ class Service:
             except ProcessLookupError:
                 pass
             try:
-                self.proc.wait(timeout=15)
+                self.proc.wait(timeout=15 * SLOW)  # a stop under emulation took longer than 15 s
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()

@@ -24,9 +24,6 @@ import pytest
 from bmx7_wg.base.nodeid import tunnel_address
 from bmx7_wg.keys import PrivateKey
 from bmx7_wg.mesh.announce import format_announcement
-from bmx7_wg.mesh.grace import MeshGrace
-from bmx7_wg.plan.desired import MeshInputs
-from bmx7_wg.plan.state import Peer
 from tests.bmx7sim.sim import SimNode
 from tests.conftest import REPO, bmx7_wg_command, child_env
 from tests.integration.netns import Host, Lab
@@ -131,50 +128,6 @@ private_key_file = "{host.key_path}"
         if mh.service is not None:
             mh.service.stop()
         bmx7.stop()
-
-
-# --------------------------------------------------------------------- the grace period (pure)
-
-
-def _peer(node: int, key: int) -> Peer:
-    node_id = f"{node:02X}" * 28
-    return Peer(
-        public_key=f"key{key}", allowed_ips=frozenset({f"{tunnel_address(node_id)}/128"}), node_id=node_id
-    )
-
-
-def test_grace_keeps_a_vanished_peer_only_for_its_time() -> None:
-    now = [100.0]
-    grace = MeshGrace(10.0, clock=lambda: now[0])
-    a, b = _peer(1, 1), _peer(2, 2)
-    assert grace.hold({"wg": MeshInputs(peers=(a, b))})["wg"].peers == (a, b)
-    now[0] += 1  # bmx7 restarted: rcvdSms is empty
-    assert grace.hold({"wg": MeshInputs(peers=())})["wg"].peers == (a, b)
-    assert grace.next_deadline() == 111.0
-    now[0] += 1  # a comes back, b does not
-    assert set(grace.hold({"wg": MeshInputs(peers=(a,))})["wg"].peers) == {a, b}
-    now[0] += 9  # b's grace is over
-    assert grace.hold({"wg": MeshInputs(peers=(a,))})["wg"].peers == (a,)
-    assert grace.next_deadline() is None
-    # b never comes back as a held peer by itself
-    now[0] += 30
-    assert grace.hold({"wg": MeshInputs(peers=(a,))})["wg"].peers == (a,)
-
-
-def test_grace_never_holds_a_peer_against_a_current_one() -> None:
-    now = [0.0]
-    grace = MeshGrace(10.0, clock=lambda: now[0])
-    old = _peer(1, 1)
-    grace.hold({"wg": MeshInputs(peers=(old,))})
-    new_key = _peer(1, 9)  # the same node with a new key: the old one goes at once
-    assert grace.hold({"wg": MeshInputs(peers=(new_key,))})["wg"].peers == (new_key,)
-    other = _peer(2, 2)
-    grace.hold({"wg": MeshInputs(peers=(new_key, other))})
-    thief = Peer(public_key="key2", allowed_ips=frozenset({"10.0.0.1/32"}), node_id="03" * 28)
-    # other vanished, and another node now holds its key: no hold
-    assert grace.hold({"wg": MeshInputs(peers=(new_key, thief))})["wg"].peers == (new_key, thief)
-    # bmx7 unreadable: the inputs pass through untouched
-    assert grace.hold({"wg": MeshInputs(hold=True)})["wg"] == MeshInputs(hold=True)
 
 
 # --------------------------------------------------------------------- service under faults

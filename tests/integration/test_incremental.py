@@ -20,8 +20,13 @@ pytestmark = pytest.mark.root
 # A run is the same for a seed (node ids and keys come from it). 100 and 125 send a node's
 # first file and a second file for it (another case) in one batch: the step must leave
 # that to a full reconcile ("announced twice").
-@pytest.mark.parametrize(("seed", "grace"), [(11, 0), (12, 30), (13, 0), (14, 30), (100, 0), (125, 30)])
-def test_steps_end_where_a_full_reconcile_ends(seed: int, grace: int) -> None:
+# "held": the grace periods on the driver's clock, with overlapping claims (held mixes).
+@pytest.mark.parametrize(
+    ("seed", "grace", "held"),
+    [(11, 0, False), (12, 30, False), (13, 0, False), (14, 30, False), (100, 0, False), (125, 30, False),
+     (21, 30, True), (22, 30, True), (23, 10, True)],
+)
+def test_steps_end_where_a_full_reconcile_ends(seed: int, grace: int, held: bool) -> None:
     token = secrets.token_hex(3)
     netns = f"bmx7wg-inc-{token}"
     subprocess.run(["ip", "netns", "add", netns], check=True)
@@ -30,7 +35,8 @@ def test_steps_end_where_a_full_reconcile_ends(seed: int, grace: int) -> None:
         driver = str(REPO / "tests" / "integration" / "incremental_driver.py")
         proc = subprocess.run(
             ["ip", "netns", "exec", netns, sys.executable, driver, "--seed", str(seed),
-             "--grace", str(grace), "--rounds", "120", "--ifname", f"bminc{token}"],
+             "--grace", str(grace), "--rounds", "120", "--ifname", f"bminc{token}",
+             *(["--held-mix"] if held else [])],
             capture_output=True, text=True, env=child_env(), timeout=600, cwd=REPO,
         )
     finally:
@@ -38,6 +44,8 @@ def test_steps_end_where_a_full_reconcile_ends(seed: int, grace: int) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
     counts = json.loads(proc.stdout)
     # Most rounds must have been steps, or the comparison says little about them; the
-    # rare kinds of change (networks, a second file for a node) are full reconciles.
-    assert counts["steps"] >= 0.5 * (counts["steps"] + counts["full"]), counts
+    # rare kinds of change (networks, a second file for a node) are full reconciles, and
+    # in held mixes networks are common (a held claim is a full reconcile's to weigh).
+    share = 0.2 if held else 0.5
+    assert counts["steps"] >= share * (counts["steps"] + counts["full"]), counts
     assert counts["full"] >= 1, counts

@@ -165,6 +165,72 @@ def test_received_entries_reads_the_named_files(runtime: Bmx7Runtime, tmp_path: 
     assert full[f"{N1}:wg-bmx7"] is one
 
 
+def test_a_file_unlinked_between_listing_and_open_is_gone_not_refused(
+    runtime: Bmx7Runtime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """bmx7 wipes rcvdSms/ when it restarts: a listed file may be gone when it is opened."""
+    rcvd = tmp_path / "sms" / "rcvdSms"
+    (rcvd / f"{N1}:wg-bmx7").write_bytes(b"one")
+    (rcvd / f"{N2}:wg-bmx7").write_bytes(b"two")
+    real_listdir = os.listdir
+
+    def listdir_then_wipe(path: int) -> list[str]:
+        names = real_listdir(path)
+        (rcvd / f"{N2}:wg-bmx7").unlink()
+        return names
+
+    monkeypatch.setattr(os, "listdir", listdir_then_wipe)
+    files = runtime.received("wg-bmx7", cache=ReceivedCache())
+    assert [(f.node_id, f.data, f.refusal) for f in files] == [(N1, b"one", None)]
+
+
+def test_a_file_rewritten_while_it_is_read_is_read_again(
+    runtime: Bmx7Runtime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "sms" / "rcvdSms" / f"{N1}:wg-bmx7"
+    path.write_bytes(b"the first half")
+    real_read = os.read
+    rewrites = [b"the whole of the second version"]
+
+    def read_while_written(fd: int, size: int) -> bytes:
+        chunk = real_read(fd, size)
+        if rewrites:
+            path.write_bytes(rewrites.pop())  # in place: the same inode, a new size
+        return chunk
+
+    monkeypatch.setattr(os, "read", read_while_written)
+    (got,) = runtime.received("wg-bmx7")
+    assert got.data == b"the whole of the second version" and got.refusal is None
+
+
+def test_a_file_that_never_holds_still_counts_as_vanished(
+    runtime: Bmx7Runtime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "sms" / "rcvdSms" / f"{N1}:wg-bmx7"
+    path.write_bytes(b"x")
+    real_read = os.read
+    writes = [0]
+
+    def read_while_written(fd: int, size: int) -> bytes:
+        chunk = real_read(fd, size)
+        writes[0] += 1
+        path.write_bytes(b"x" * (1 + writes[0] % 2))  # a new size at every read
+        return chunk
+
+    monkeypatch.setattr(os, "read", read_while_written)
+    assert runtime.received("wg-bmx7") == []
+    assert runtime.received_entries([f"{N1}:wg-bmx7"], "wg-bmx7") == {f"{N1}:wg-bmx7": None}
+
+
+def test_a_file_written_a_moment_ago_is_marked_fresh(runtime: Bmx7Runtime, tmp_path: Path) -> None:
+    path = tmp_path / "sms" / "rcvdSms" / f"{N1}:wg-bmx7"
+    path.write_bytes(b"x")
+    assert [f.fresh for f in runtime.received("wg-bmx7")] == [True]
+    old = time.time() - 10
+    os.utime(path, (old, old))
+    assert [f.fresh for f in runtime.received("wg-bmx7")] == [False]
+
+
 def test_received_without_directory(tmp_path: Path) -> None:
     assert Bmx7Runtime(str(tmp_path)).received("wg-bmx7") == []
 
@@ -372,3 +438,38 @@ def test_register_sms_only_once(sim: SimNode) -> None:
 def test_refused_command_is_an_error(sim: SimNode) -> None:
     with pytest.raises(Bmx7CommandError, match="invalid argument"):
         Bmx7Runtime(sim.runtime_dir).command("syncSms=abcdefghijklmnopq")
+
+
+def test_a_half_written_announcement_is_held_then_read_again(sim: SimNode, tmp_path: Path) -> None:
+    """bmx7 rewrites a file in place in two writes: read between them, its content does not
+    parse. Written a moment ago, that is no verdict: the node's announcement is held (its
+    peer stays) and the file is named to be read again; the same bytes in a file written
+    long ago are a refusal."""
+    from bmx7_wg.config import reader
+    from bmx7_wg.keys import encode_key
+    from bmx7_wg.mesh.announce import format_announcement
+    from bmx7_wg.mesh.grace import MeshGrace
+    from bmx7_wg.mesh.session import mesh_inputs
+
+    config_path = tmp_path / "mesh.toml"
+    config_path.write_text(
+        f'[bmx7]\nruntime_dir = "{sim.runtime_dir}"\ntrust = "all"\n\n'
+        f'[interface.wm0]\nmesh = true\nprivate_key_file = "{tmp_path / "key"}"\n'
+    )
+    config = reader.load(str(config_path))
+    path = Path(sim.runtime_dir, "sms", "rcvdSms", f"{N2}:wg-bmx7")
+    whole = format_announcement(encode_key(bytes([7]) * 32), 40456)
+    path.write_bytes(whole)
+    past = time.time() - 10
+    os.utime(path, (past, past))
+    grace = MeshGrace(30)
+    first = mesh_inputs(config, grace=grace)
+    assert [p.node_id for p in first.inputs["wm0"].peers] == [N2]
+    path.write_bytes(whole[: len(whole) // 2])  # the first of two writes
+    half = mesh_inputs(config, grace=grace)
+    assert [p.node_id for p in half.inputs["wm0"].peers] == [N2]  # held
+    assert half.unsettled == [f"{N2}:wg-bmx7"] and half.refusals == []
+    os.utime(path, (past, past))  # the same bytes, long ago: the complete content is bad
+    done = mesh_inputs(config, grace=grace)
+    assert done.inputs["wm0"].peers == () and done.unsettled == []
+    assert [n for n, _ in done.refusals] == [N2]

@@ -27,7 +27,7 @@ test-setup:
 	scripts/setup-test-env
 
 lint: test-setup
-	.venvs/debian/bin/ruff check bmx7_wg tests bench
+	.venvs/debian/bin/ruff check bmx7_wg bmx7_wg_lab tests bench
 	.venvs/debian/bin/mypy
 
 # Unit and namespace tests against Debian bookworm's libraries (what the .deb runs with).

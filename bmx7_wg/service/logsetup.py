@@ -32,7 +32,10 @@ def setup_logging(level: int, *, service: bool) -> None:
             missing = exc.name or "systemd"
     if handler is None:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("bmx7-wg: %(message)s"))
+        # BMX7_WG_LOG_TIME=1 puts the wall-clock time (seconds since the epoch, to the
+        # microsecond) before each line: bmx7-wg-lab times each change from it.
+        stamp = "%(created).6f " if os.environ.get("BMX7_WG_LOG_TIME") == "1" else ""
+        handler.setFormatter(logging.Formatter(stamp + "bmx7-wg: %(message)s"))
     root.addHandler(handler)
     if missing:
         root.warning(

@@ -29,7 +29,7 @@ def run(*command: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_ruff() -> None:
-    result = run(tool("ruff"), "check", "--no-cache", "bmx7_wg", "tests", "bench")
+    result = run(tool("ruff"), "check", "--no-cache", "bmx7_wg", "bmx7_wg_lab", "tests", "bench")
     assert result.returncode == 0, result.stdout + result.stderr
 
 

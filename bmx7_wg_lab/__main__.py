@@ -1,0 +1,5 @@
+import sys
+
+from bmx7_wg_lab.cli import main
+
+sys.exit(main())

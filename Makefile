@@ -3,7 +3,7 @@ PYTHON_DEB := .venvs/debian/bin/python
 PYTHON_PYPI := .venvs/pypi/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: demo demo-static demo-clean test test-setup lint unit integration test-pypi test-ansible test-bmx7 test-vm bench bench-kernel deb test-deb test-systemd clean
+.PHONY: demo demo-static demo-clean test test-setup lint unit integration test-pypi test-ansible test-bmx7 test-lab test-vm bench bench-kernel bench-lab deb test-deb test-systemd clean
 
 ## demo: a BMX7 mesh of three nodes in a line of network namespaces (the real bmx7: BMX7=PATH, else
 ## built by scripts/build-bmx7 from the pinned source; BMX7=stand-in, or a failed build, runs the
@@ -20,7 +20,7 @@ demo-clean:
 	demo/demo.sh clean
 
 ## test: install what the tests need, then run them all
-test: test-setup lint unit integration test-pypi test-bmx7 test-vm test-deb test-systemd
+test: test-setup lint unit integration test-pypi test-bmx7 test-lab test-vm test-deb test-systemd
 	@echo "make test: all suites passed"
 
 test-setup:
@@ -53,6 +53,11 @@ test-pypi: test-setup
 test-bmx7: test-setup
 	BMX7="$(BMX7)" PYTHONPATH=$(CURDIR) $(PYTHON_DEB) -m pytest -q -p no:cacheprovider tests/bmx7 $(PYTEST_ARGS)
 
+## test-lab: bmx7-wg-lab with the real bmx7 (scripts/build-bmx7): a ring of six nodes and a fault of
+## each kind, down after a killed up, a name clash, measure on four nodes (about 6 minutes)
+test-lab: test-setup
+	BMX7=$$(scripts/build-bmx7) PYTHONPATH=$(CURDIR) $(PYTHON_DEB) -m pytest -q -p no:cacheprovider tests/lab $(PYTEST_ARGS)
+
 ## test-vm: Debian bookworm's own kernel in QEMU (kernel WireGuard): the kernel backend's tests with
 ## pyroute2 0.7.2 and current PyPI, and the core and mesh scenarios (test_static.py, test_mesh.py)
 ## with backend = "kernel", and the real bmx7's line forming its mesh over kernel WireGuard
@@ -73,6 +78,11 @@ bench: test-setup
 ## (QEMU/TCG: only the ratios carry over) -> bench/kernel-results.json, bench/RESULTS.md
 bench-kernel: test-setup
 	PYTHON=$(PYTHON_DEB) bench/run-kernel
+
+## bench-lab: bmx7-wg-lab measure at 10, 25 and 50 nodes (line, grid, random) with the real bmx7
+## -> bench/lab/*.json and *.svg, the table in bench/RESULTS.md (about 30 minutes on two cores)
+bench-lab: test-setup
+	PYTHON=$(PYTHON_DEB) bench/run-lab
 
 ## Ansible role: the example playbook against a network namespace (ansible-core pinned in tests/ansible/requirements.txt)
 test-ansible: test-setup

@@ -129,6 +129,27 @@ def check_memory(nodes: int, available: int | None = None) -> None:
         )
 
 
+def check_netem(name: str) -> None:
+    """Whether this kernel has netem (sch_netem), tried on a veth in a namespace of our own.
+
+    Some kernels (minimal VM kernels without modules) have none; a lab asked for delay, jitter
+    or loss then stops before it makes anything, instead of half-way through."""
+    probe = f"{name}-netem{os.getpid()}"
+    netns.run(["ip", "netns", "add", probe])
+    try:
+        netns.run(["ip", "-n", probe, "link", "add", "a", "type", "veth", "peer", "name", "b"])
+        try:
+            netns.run(["tc", "-n", probe, "qdisc", "add", "dev", "a", "root", "netem", "delay", "1ms"])
+        except LabError as exc:
+            raise MissingTool(
+                f"this kernel cannot delay or drop packets: {exc} (netem, module sch_netem, is needed "
+                "for --delay, --jitter and --loss; apt install linux-modules-extra or a kernel with "
+                "CONFIG_NET_SCH_NETEM)"
+            ) from None
+    finally:
+        netns.delete(probe)
+
+
 class Lab:
     """One lab, described by its record; every change is saved in the record as it is made."""
 
@@ -177,6 +198,8 @@ class Lab:
                 f"network namespace {taken[0]} exists already and is not this lab's; "
                 f"choose another --name (ip netns list shows what exists)"
             )
+        if any(netem.get(k) for k in ("delay_ms", "jitter_ms", "loss_pct")):
+            check_netem(name)
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         record = LabRecord(
             name=name,

@@ -48,8 +48,8 @@ build_bmx7_wg() {
 	start=$(date +%s%N)
 	dpkg_buildpackage "$src" "$build/bmx7-wg.build.log" -b
 	end=$(date +%s%N)
-	rm -f "$out"/bmx7-wg_*.deb "$out"/bmx7-wg_*.changes "$out"/bmx7-wg_*.buildinfo
-	mv "$build"/bmx7-wg_"$version"_*.deb "$build"/bmx7-wg_"$version"_*.changes \
+	rm -f "$out"/bmx7-wg_*.deb "$out"/bmx7-wg-lab_*.deb "$out"/bmx7-wg_*.changes "$out"/bmx7-wg_*.buildinfo
+	mv "$build"/bmx7-wg_"$version"_*.deb "$build"/bmx7-wg-lab_"$version"_*.deb "$build"/bmx7-wg_"$version"_*.changes \
 		"$build"/bmx7-wg_"$version"_*.buildinfo "$out"/
 	echo "build.sh: $out/bmx7-wg_${version}_all.deb built in $(((end - start) / 1000000)) ms"
 }

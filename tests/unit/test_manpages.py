@@ -18,7 +18,11 @@ from bmx7_wg.config import model as config_model
 REPO = Path(__file__).resolve().parents[2]
 MAN = REPO / "man"
 BUILD = REPO / "debian" / "scdoc-man"  # the same script debian/rules builds them with
-PAGES = {"bmx7-wg.8": MAN / "bmx7-wg.8.scd", "bmx7-wg.toml.5": MAN / "bmx7-wg.toml.5.scd"}
+PAGES = {
+    "bmx7-wg.8": MAN / "bmx7-wg.8.scd",
+    "bmx7-wg.toml.5": MAN / "bmx7-wg.toml.5.scd",
+    "bmx7-wg-lab.1": MAN / "bmx7-wg-lab.1.scd",
+}
 
 # Keys that are not keys of the file: a table's name, its sub-tables, the loader's bookkeeping.
 NOT_KEYS = {"name", "peers"}
@@ -146,3 +150,40 @@ def test_page_builds_and_lints_clean(page: str, tmp_path: Path) -> None:
         text=True,
     )
     assert rendered.returncode == 0 and not rendered.stderr, rendered.stderr
+
+
+def _lab_help(*args: str) -> str:
+    env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
+    return subprocess.run(
+        [sys.executable, "-m", "bmx7_wg_lab", *args, "--help"],
+        capture_output=True, text=True, env=env, check=True, timeout=60,
+    ).stdout  # fmt: skip
+
+
+def test_every_lab_verb_and_its_options_are_documented() -> None:
+    page = _scd("bmx7-wg-lab.1")
+    verbs = re.findall(r"^    (\w+)\s", _lab_help(), flags=re.MULTILINE)
+    assert set(verbs) == {"up", "status", "fault", "measure", "down"}
+    documented = set(re.findall(r"^\*(\w+)\*", _section(page, "VERBS"), re.MULTILINE))
+    assert set(verbs) <= documented
+    for verb in verbs:
+        for opt in _options(_lab_help(verb)):
+            assert f"*{opt}*" in page, f"bmx7-wg-lab {verb} {opt} missing from bmx7-wg-lab(1)"
+    faults = re.findall(r"^    (\w+)\s", _lab_help("fault"), flags=re.MULTILINE)
+    assert {"kill", "restart", "cut", "restore", "revoke", "trust", "rekey", "add", "remove"} <= set(faults)
+    for fault in faults:
+        assert re.search(rf"^\t?\*{fault}\* [_*]", _section(page, "VERBS"), re.M), f"fault {fault} missing"
+
+
+def test_every_lab_exit_code_is_documented() -> None:
+    from bmx7_wg_lab import errors as lab_errors
+
+    codes = {0, 1} | {
+        cls.exit_code
+        for cls in vars(lab_errors).values()
+        if isinstance(cls, type) and issubclass(cls, lab_errors.LabError)
+    }
+    exit_status = _section(_scd("bmx7-wg-lab.1"), "EXIT STATUS")
+    assert codes == {int(c) for c in re.findall(r"^\*(\d+)\*$", exit_status, re.MULTILINE)}
+    epilog = _lab_help().split("exit codes:", 1)[1]
+    assert codes == {int(c) for c in re.findall(r"^  (\d+) ", epilog, re.MULTILINE)}

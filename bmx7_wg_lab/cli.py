@@ -267,7 +267,14 @@ def cmd_down(args: argparse.Namespace) -> int:
     return 0
 
 
+def _terminated(signum: int, frame: object) -> None:
+    # SIGTERM (kill, a CI job's timeout) unwinds like an error, so `measure` removes its lab
+    # and `up` what it made so far.
+    raise LabError(f"stopped by signal {signum}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _terminated)
     args = parser().parse_args(argv)
     handlers = {
         "up": cmd_up,

@@ -137,9 +137,9 @@ def check_netem(name: str) -> None:
     probe = f"{name}-netem{os.getpid()}"
     netns.run(["ip", "netns", "add", probe])
     try:
-        netns.run(["ip", "-n", probe, "link", "add", "a", "type", "veth", "peer", "name", "b"])
+        netns.run(["ip", "-n", probe, "link", "add", "nmprobe0", "type", "veth", "peer", "name", "nmprobe1"])
         try:
-            netns.run(["tc", "-n", probe, "qdisc", "add", "dev", "a", "root", "netem", "delay", "1ms"])
+            netns.run(["tc", "-n", probe, "qdisc", "add", "dev", "nmprobe0", "root", "netem", "delay", "1ms"])
         except LabError as exc:
             raise MissingTool(
                 f"this kernel cannot delay or drop packets: {exc} (netem, module sch_netem, is needed "

@@ -35,6 +35,7 @@ FORMAT = "bmx7-wg-lab-measure/1"
 SAMPLE_S = 0.25
 DEATH_TIMEOUT = 240.0  # bmx7 keeps a silent node ~68 s, bmx7-wg then holds its peer for its grace (30 s)
 LOG_LINE = re.compile(r"^(\d+\.\d+) bmx7-wg: \S+: (add|remove) peer ([A-Za-z0-9+/]{43}=)")
+READY_LINE = re.compile(r"^(\d+\.\d+) bmx7-wg: bmx7-wg started: ")
 
 
 @dataclass(frozen=True)
@@ -46,16 +47,22 @@ class PeerEvent:
 
 
 def read_peer_events(lab: Lab) -> list[PeerEvent]:
+    """Peers added and removed, from the services' logs; a service's first "started" line is a
+    PeerEvent with verb "ready" (its key empty): announcements it met before then are start-up."""
     events = []
     for n in lab.record.nodes:
         try:
             text = (lab.record.node_dir(n) / "bmx7-wg.log").read_text(errors="replace")
         except OSError:
             continue
+        ready = False
         for line in text.splitlines():
             m = LOG_LINE.match(line)
             if m:
                 events.append(PeerEvent(float(m.group(1)), n, m.group(2), m.group(3)))
+            elif not ready and (r := READY_LINE.match(line)):
+                ready = True
+                events.append(PeerEvent(float(r.group(1)), n, "ready", ""))
     return events
 
 
@@ -121,7 +128,7 @@ class Sampler:
         ]
         if both and now - self.last_probe > 1.0:
             self.last_probe = now
-            for pair, ok in self.prober.probe(both, timeout=1.0).items():
+            for pair, ok in self.prober.probe(both, timeout=0.5).items():
                 if ok:
                     self.reached.add(pair)
         reached = sum(1 for p in pairs if p in self.reached)
@@ -206,11 +213,16 @@ def _share(
     pairs: Iterable[tuple[int, int]],
 ) -> tuple[list[float], list[float]]:
     """Per pair (at, of): the time the service at `at` added `of`'s key after `since`, and that minus
-    the time bmx7 wrote `of`'s announcement at `at`. Returns (add times, shares in ms)."""
+    the time bmx7 wrote `of`'s announcement at `at`. Returns (add times, shares in ms). An
+    announcement written before the service at `at` was ready (its first reconcile done) counts
+    in the add times but not in the shares: that wait is the service's start, not its reaction."""
     first_add: dict[tuple[int, str], float] = {}
+    ready: dict[int, float] = {}
     for e in events:
         if e.verb == "add" and e.time >= since:
             first_add.setdefault((e.node, e.key), e.time)
+        elif e.verb == "ready":
+            ready.setdefault(e.node, e.time)
     adds, shares = [], []
     for at, of in pairs:
         t = first_add.get((at, key_of.get(of, "")))
@@ -218,7 +230,7 @@ def _share(
             continue
         adds.append(t)
         held = first_held.get((at, of))
-        if held is not None:
+        if held is not None and held >= ready.get(at, 0.0):
             shares.append((t - held) * 1000)
     return adds, shares
 
@@ -251,6 +263,7 @@ def run(lab: Lab, *, timeout: float, log: Callable[[str], None]) -> dict[str, An
             "peers_s": round(max(adds) - t0, 3) if adds else None,
             "full_s": round(t_full - t0, 3),
             "share_ms": percentiles(shares),
+            "pairs_met_at_start": len(adds) - len(shares),  # announcement there before the service was ready
             "per_node_held_s": {str(n): round(v, 3) for n, v in node_done.items()},
         }
         obs.events.append((t_full, "mesh complete"))

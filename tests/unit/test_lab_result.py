@@ -107,6 +107,11 @@ def test_share_is_the_log_time_minus_the_file_time() -> None:
     adds, shares = measure._share(events, held, {1: "K1", 2: "K2", 3: "K3"}, T0 + 2, [(1, 2), (2, 1), (2, 3)])
     assert adds == [T0 + 5.010, T0 + 6.0]
     assert shares == pytest.approx([10.0, 20.0])
+    # node 2's service was ready only after its announcement from node 1 arrived: start-up, not share
+    events.append(measure.PeerEvent(T0 + 5.99, 2, "ready", ""))
+    adds, shares = measure._share(events, held, {1: "K1", 2: "K2", 3: "K3"}, T0 + 2, [(1, 2), (2, 1), (2, 3)])
+    assert adds == [T0 + 5.010, T0 + 6.0]
+    assert shares == pytest.approx([10.0])
 
 
 def test_peer_events_are_read_from_the_service_log_lines() -> None:

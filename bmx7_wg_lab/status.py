@@ -76,7 +76,7 @@ def _both_up(views: Mapping[int, NodeView], a: int, b: int) -> bool:
 
 
 def _nodes(ids: list[int]) -> str:
-    return ",".join(f"n{m}" for m in ids) if ids else "-"
+    return ",".join(f"n{m}" if m else "a stale key" for m in ids) if ids else "-"
 
 
 def status_text(data: Mapping[str, Any]) -> str:

@@ -56,6 +56,7 @@ test-bmx7: test-setup
 ## test-lab: bmx7-wg-lab with the real bmx7 (scripts/build-bmx7): a ring of six nodes and a fault of
 ## each kind, down after a killed up, a name clash, measure on four nodes (about 6 minutes)
 test-lab: test-setup
+	scripts/ensure-packages iproute2 procps wireguard-go wireguard-tools
 	BMX7=$$(scripts/build-bmx7) PYTHONPATH=$(CURDIR) $(PYTHON_DEB) -m pytest -q -p no:cacheprovider tests/lab $(PYTEST_ARGS)
 
 ## test-vm: Debian bookworm's own kernel in QEMU (kernel WireGuard): the kernel backend's tests with

@@ -11,6 +11,7 @@ Each node `I` of lab NAME is the network namespace `NAME-nI` with:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fcntl
 import hashlib
@@ -23,7 +24,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -173,16 +173,25 @@ class Lab:
         return cls(LabRecord.load(path))
 
     @staticmethod
-    @contextmanager
+    @contextlib.contextmanager
     def locked(name: str) -> Iterator[None]:
         """One lab command at a time per lab (a fault during `measure` would spoil its figures)."""
         base_dir().mkdir(mode=0o700, parents=True, exist_ok=True)
-        with open(base_dir() / f".{name}.lock", "w") as f:
+        lock = base_dir() / f".{name}.lock"
+        with open(lock, "w") as f:
             try:
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 raise LabError(f"another bmx7-wg-lab command is working on lab {name!r}") from None
-            yield
+            try:
+                yield
+            finally:
+                # A lab that is gone (down, or an up that failed) leaves no lock file and, if it
+                # was the last one, no base directory either.
+                if not (Lab.directory(name) / "lab.json").exists():
+                    lock.unlink(missing_ok=True)
+                    with contextlib.suppress(OSError):
+                        base_dir().rmdir()
 
     # ------------------------------------------------------------ up
 

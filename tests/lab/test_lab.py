@@ -94,7 +94,7 @@ class LabCli:
 
     def assert_nothing_left(self) -> None:
         assert self.namespaces() == []
-        assert not (self.base / self.name).exists()
+        assert not (self.base / self.name).exists() and not (self.base / f".{self.name}.lock").exists()
         assert self.processes() == []
         prefix = interface_name(self.name, 1)[:-1]  # wl<hash>n, the lab's WireGuard interfaces
         assert not list(Path("/run/wireguard").glob(f"{prefix}*.sock"))

@@ -46,8 +46,9 @@ from bmx7_wg_lab.topology import Topology, connected
 BASE_DIR = "/run/bmx7-wg-lab"
 ANNOUNCE = "wg-bmx7"  # bmx7-wg's default SMS name
 WG_SOCKET_DIR = "/var/run/wireguard"
-# Resident memory per node, measured on a 25-node lab (bench/RESULTS.md): bmx7 about 5 MiB,
-# `bmx7-wg run` about 30 MiB, wireguard-go about 10 MiB; rounded up for headroom.
+# Resident memory per node, measured at 10 and 25 nodes (bench/RESULTS.md, "The mesh lab"): bmx7
+# about 4 MiB, `bmx7-wg run` 23 MiB, wireguard-go 6-9 MiB; 60 leaves room for the page cache,
+# the lab's own files and a loaded machine.
 NODE_MIB = 60
 START_TIMEOUT = 120.0  # seconds for every bmx7 to answer (generous: the machine may be loaded)
 

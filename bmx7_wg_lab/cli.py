@@ -131,7 +131,7 @@ def parser() -> argparse.ArgumentParser:
     _build_options(me, 10, "grid")
     me.add_argument("--out", default=".", metavar="DIR", help="where the result files go (default: here)")
     me.add_argument("--timeout", type=_nonneg, default=0.0, metavar="SECONDS",
-                    help="per scenario (default: 120 s plus 4 s per node)")  # fmt: skip
+                    help="per scenario (default: 120 s, plus 2 s per node and 8 s per hop across the mesh)")  # fmt: skip
 
     dn = verbs.add_parser("down", help="remove the lab: its processes, namespaces and files")
     _lab_options(dn)
@@ -249,7 +249,9 @@ def cmd_measure(args: argparse.Namespace) -> int:
     with Lab.locked(args.name):
         lab = _start(args)
         try:
-            timeout = args.timeout or 120.0 + 4.0 * args.nodes
+            # bmx7 carries an announcement about 5 s per hop on a loaded machine (bench/RESULTS.md)
+            hops = topology.diameter(lab.record.nodes, lab.record.links)
+            timeout = args.timeout or 120.0 + 2.0 * args.nodes + 8.0 * hops
             result = measure.run(lab, timeout=timeout, log=lambda text: print(text, flush=True))
             paths = measure.write(result, args.out)
         finally:

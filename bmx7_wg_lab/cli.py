@@ -130,8 +130,10 @@ def parser() -> argparse.ArgumentParser:
     _lab_options(me)
     _build_options(me, 10, "grid")
     me.add_argument("--out", default=".", metavar="DIR", help="where the result files go (default: here)")
-    me.add_argument("--timeout", type=_nonneg, default=0.0, metavar="SECONDS",
-                    help="per scenario (default: 120 s, plus 2 s per node and 8 s per hop across the mesh)")  # fmt: skip
+    me.add_argument(
+        "--timeout", type=_nonneg, default=0.0, metavar="SECONDS",
+        help="per scenario (default: 120 s, plus 2 s per node and 8 s per hop across the mesh)",
+    )  # fmt: skip
 
     dn = verbs.add_parser("down", help="remove the lab: its processes, namespaces and files")
     _lab_options(dn)

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from bmx7_wg_lab import observe, topology
 from bmx7_wg_lab.errors import LabError, NotConverged, UsageError
-from bmx7_wg_lab.lab import Bmx7, Lab, check_memory, check_name, check_tools
+from bmx7_wg_lab.lab import Bmx7, Lab, check_inotify, check_memory, check_name, check_tools
 from bmx7_wg_lab.status import status_data, status_text
 
 DEFAULT_NAME = "lab"
@@ -24,7 +24,7 @@ exit codes:
   2  usage: a wrong option or value
   3  a tool is missing (bmx7, wireguard-go, ip, tc)
   4  the name clashes with an existing lab or network namespace
-  5  not enough memory for that many nodes
+  5  not enough memory, or inotify instances, for that many nodes
   6  no lab of that name
   7  a node's daemon did not start (the message names its log)
   8  up --wait or measure: the mesh did not converge in time
@@ -159,6 +159,7 @@ def _start(args: argparse.Namespace) -> Lab:
     bmx7 = Bmx7.find(args.bmx7)
     check_tools(args.backend)
     check_memory(args.nodes)
+    check_inotify(args.nodes)
     print(
         f"lab {args.name}: {len(topo.nodes)} nodes, {len(topo.links)} links, topology {topo.spec}", flush=True
     )

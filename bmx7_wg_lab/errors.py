@@ -21,7 +21,7 @@ class NameClash(LabError):
     exit_code = 4
 
 
-class NotEnoughMemory(LabError):
+class NotEnoughResources(LabError):
     exit_code = 5
 
 

@@ -37,7 +37,7 @@ from bmx7_wg_lab.errors import (
     NameClash,
     NodeFailed,
     NoSuchLab,
-    NotEnoughMemory,
+    NotEnoughResources,
     UsageError,
 )
 from bmx7_wg_lab.record import LabRecord
@@ -126,7 +126,7 @@ def check_memory(nodes: int, available: int | None = None) -> None:
     available = available_mib() if available is None else available
     need = nodes * NODE_MIB
     if available and need > available:
-        raise NotEnoughMemory(
+        raise NotEnoughResources(
             f"{nodes} nodes need about {need} MiB ({NODE_MIB} MiB each: bmx7, bmx7-wg run, wireguard-go), "
             f"but only {available} MiB are available; use fewer nodes"
         )
@@ -151,6 +151,43 @@ def check_netem(name: str) -> None:
             ) from None
     finally:
         netns.delete(probe)
+
+
+INOTIFY_PER_NODE = 4  # measured: bmx7 2, `bmx7-wg run` 1, wireguard-go 1
+INOTIFY_LIMIT = "/proc/sys/fs/inotify/max_user_instances"
+
+
+def inotify_in_use() -> int:
+    """inotify instances open now, by every process this user can see (root: all of them)."""
+    count = 0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(OSError):
+                    if os.readlink(f"/proc/{pid}/fd/{fd}") == "anon_inode:inotify":
+                        count += 1
+        except OSError:
+            continue
+    return count
+
+
+def check_inotify(nodes: int, limit: int | None = None, in_use: int | None = None) -> None:
+    """Each node's daemons watch files with inotify; the kernel's per-user limit (128 by default)
+    is reached at about 30 nodes, and a daemon that cannot watch stops. Refuse before starting."""
+    if limit is None:
+        try:
+            with open(INOTIFY_LIMIT) as f:
+                limit = int(f.read())
+        except (OSError, ValueError):
+            return
+    in_use = inotify_in_use() if in_use is None else in_use
+    need = nodes * INOTIFY_PER_NODE
+    if in_use + need > limit:
+        raise NotEnoughResources(
+            f"{nodes} nodes need {need} inotify instances ({INOTIFY_PER_NODE} per node: bmx7 2, bmx7-wg 1, "
+            f"wireguard-go 1), {in_use} are in use and the limit is {limit}; raise it with "
+            f"sysctl -w fs.inotify.max_user_instances={max(1024, 2 * (in_use + need))}, or use fewer nodes"
+        )
 
 
 class Lab:

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from bmx7_wg_lab import measure, svg, topology
-from bmx7_wg_lab.errors import NotEnoughMemory
-from bmx7_wg_lab.lab import NODE_MIB, check_memory, interface_name
+from bmx7_wg_lab.errors import NotEnoughResources
+from bmx7_wg_lab.lab import NODE_MIB, check_inotify, check_memory, interface_name
 
 T0 = 1_700_000_000.0
 
@@ -156,8 +156,14 @@ def test_write_names_the_files_after_size_and_topology(tmp_path: Any) -> None:
 
 def test_too_little_memory_is_refused_before_anything_starts() -> None:
     check_memory(10, available=10 * NODE_MIB)
-    with pytest.raises(NotEnoughMemory, match="50 nodes need about"):
+    with pytest.raises(NotEnoughResources, match="50 nodes need about"):
         check_memory(50, available=1000)
+
+
+def test_too_few_inotify_instances_are_refused_with_the_fix() -> None:
+    check_inotify(25, limit=128, in_use=20)  # 100 + 20 fit
+    with pytest.raises(NotEnoughResources, match=r"sysctl -w fs.inotify.max_user_instances=1024"):
+        check_inotify(50, limit=128, in_use=20)
 
 
 def test_interface_names_fit_and_differ_between_labs() -> None:

@@ -81,7 +81,7 @@ bench-kernel: test-setup
 	PYTHON=$(PYTHON_DEB) bench/run-kernel
 
 ## bench-lab: bmx7-wg-lab measure at 10, 25 and 50 nodes (line, grid, random) with the real bmx7
-## -> bench/lab/*.json and *.svg, the table in bench/RESULTS.md (about 30 minutes on two cores)
+## -> bench/lab/*.json and *.svg, the table in bench/RESULTS.md (about 50 minutes on two cores)
 bench-lab: test-setup
 	PYTHON=$(PYTHON_DEB) bench/run-lab
 

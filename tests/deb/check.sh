@@ -22,6 +22,7 @@ step() { echo "== $* ($(($(date +%s) - t0)) s)"; }
 step build
 "$top/tests/deb/build.sh"
 deb=$(ls "$out"/bmx7-wg_*_all.deb)
+lab=$(ls "$out"/bmx7-wg-lab_*_all.deb)  # the lab's own binary package, from the same source
 changes=$(ls "$out"/bmx7-wg_*.changes)
 bmx7_deb=$(ls "$out"/bmx7_*.deb)
 bmx7_plugins_deb=$(ls "$out"/bmx7-plugins_*.deb)
@@ -29,7 +30,7 @@ bmx7_changes=$(ls "$out"/bmx7_*.changes)
 
 step lintian
 # -I shows informational tags too; only errors and warnings fail the gate.
-lintian --pedantic -I -E --fail-on error,warning "$deb" "$changes"
+lintian --pedantic -I -E --fail-on error,warning "$deb" "$lab" "$changes"
 # bmx7's .changes names its source package (.dsc, orig tarball, patches) and both binaries.
 lintian --pedantic -I -E --fail-on error,warning "$bmx7_changes"
 
@@ -48,7 +49,7 @@ fi
 
 step piuparts
 piuparts --basetgz="$base" --distribution=bookworm --mirror="$mirror main" \
-	--no-upgrade-test --tmpdir="$out" --log-file="$out/piuparts.log" "$deb" "$bmx7_deb" "$bmx7_plugins_deb" \
+	--no-upgrade-test --tmpdir="$out" --log-file="$out/piuparts.log" "$deb" "$lab" "$bmx7_deb" "$bmx7_plugins_deb" \
 	>/dev/null ||
 	{ tail -n 40 "$out/piuparts.log" >&2; exit 1; }
 tail -n 1 "$out/piuparts.log"
@@ -164,7 +165,7 @@ run_autopkgtest() {
 }
 version=$(dpkg-parsechangelog -l "$top/debian/changelog" -S Version)
 bmx7_version=$(dpkg-parsechangelog -l "$top/packaging/bmx7/debian/changelog" -S Version)
-run_autopkgtest bmx7-wg "$out/build/bmx7-wg-$version" "$deb" "$bmx7_deb"
+run_autopkgtest bmx7-wg "$out/build/bmx7-wg-$version" "$deb" "$lab" "$bmx7_deb"
 run_autopkgtest bmx7 "$out/build/bmx7-${bmx7_version%-*}" "$bmx7_deb" "$bmx7_plugins_deb"
 
 step "all package checks passed"

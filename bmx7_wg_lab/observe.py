@@ -17,8 +17,8 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from bmx7_wg.base.nodeid import tunnel_address
 from bmx7_wg.errors import Bmx7WgError
-from bmx7_wg.mesh.nodeid import tunnel_address
 from bmx7_wg.wireguard.uapi import UapiClient
 from bmx7_wg_lab import netns, procs
 from bmx7_wg_lab.lab import ANNOUNCE, WG_SOCKET_DIR, Lab

@@ -40,6 +40,7 @@ def spawn(
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            cwd=log.parent,  # the node's directory: a core dump stays in the lab and goes with it
         )
     start = start_time(proc.pid)
     return proc, ProcessRecord(node=node, role=role, pid=proc.pid, start=start if start is not None else -1)

@@ -78,6 +78,16 @@ def outside_names(hosts: HostsText) -> frozenset[str]:
     return frozenset(names)
 
 
+def block_names(block: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    """Address -> its names, of the block's lines."""
+    out: dict[str, tuple[str, ...]] = {}
+    for line in block:
+        fields = line.split()
+        if len(fields) > 1:
+            out[fields[0]] = tuple(fields[1:])
+    return out
+
+
 def read(path: str) -> HostsText:
     """The file at `path` (a missing one is empty)."""
     try:

@@ -123,7 +123,8 @@ def test_concurrent_editors_never_lose_bytes_outside_the_block(tmp_path: Path) -
                 text = path.read_text()
                 new = tmp_path / f"edit{i}"
                 block = split(text).block or ()
-                new.write_text(hostsfile.HostsText(HOSTS + f"10.1.0.{i} edit{i}\n", None, "").with_block(block))
+                outside = HOSTS + f"10.1.0.{i} edit{i}\n"
+                new.write_text(hostsfile.HostsText(outside, None, "").with_block(block))
                 os.rename(new, path)
         finally:
             stop.set()

@@ -51,7 +51,7 @@ class NameRefusal:
     reason: str
 
     def describe(self) -> str:
-        return f"mesh node {short_id(self.node_id)}: name {self.name!r} not used: {self.reason}"
+        return f"mesh node {short_id(self.node_id)}: name \"{self.name}\" not used: {self.reason}"
 
 
 @dataclass(frozen=True)

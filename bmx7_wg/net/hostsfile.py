@@ -21,6 +21,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import re
 import stat
 import tempfile
 from collections.abc import Callable, Sequence
@@ -129,6 +130,8 @@ def write_block(
     `before_rename` runs between writing the new file and the last look at the old one
     (tests put an editor's change there)."""
     target = os.path.realpath(path)  # a symlinked /etc/hosts stays a symlink
+    if _mount_point(target):
+        return _write_in_place(target, lines)  # no temporary file next to a bind mount
     for _ in range(ATTEMPTS):
         try:
             text, st = _read(target)
@@ -173,6 +176,26 @@ def write_block(
             if temp:
                 _remove(temp)
     raise HostsFileError(f"{path} changed {ATTEMPTS} times while bmx7-wg wrote its names: left for now")
+
+
+def _mount_point(path: str) -> bool:
+    """Whether something is mounted on `path` (a file bind-mounted there: `ip netns exec`
+    puts /etc/netns/NS/hosts on /etc/hosts). A bind mount of a file of the same file
+    system has the same st_dev as its directory: only the mount table tells."""
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as fh:
+            for line in fh:
+                fields = line.split(" ", 5)
+                if len(fields) > 4 and _unescape(fields[4]) == path:
+                    return True
+    except OSError:
+        pass
+    return False
+
+
+def _unescape(field: str) -> str:
+    # mountinfo writes space, tab, newline and backslash as \040, \011, \012, \134.
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
 
 def _write_in_place(path: str, lines: Sequence[str]) -> bool:

@@ -56,7 +56,7 @@ class NameRefusal:
 
 @dataclass(frozen=True)
 class HostNames:
-    entries: tuple[HostEntry, ...]  # by address
+    entries: tuple[HostEntry, ...]  # by node id
     refusals: tuple[NameRefusal, ...]
 
     def lines(self) -> tuple[str, ...]:
@@ -107,5 +107,4 @@ def host_names(
         kept = tuple(n for n in names if claims[n] == 1)
         if kept:
             entries.append(HostEntry(node_id, tunnel_host(node_id).removesuffix("/128"), kept))
-    entries.sort(key=lambda e: (e.address, e.node_id))
     return HostNames(tuple(entries), tuple(refusals))

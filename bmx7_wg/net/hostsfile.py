@@ -89,6 +89,15 @@ def block_names(block: Sequence[str]) -> dict[str, tuple[str, ...]]:
     return out
 
 
+def identity(path: str) -> tuple[int, int, int, int] | None:
+    """What changes when the file is written or replaced (None: no file)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
+
+
 def read(path: str) -> HostsText:
     """The file at `path` (a missing one is empty)."""
     try:

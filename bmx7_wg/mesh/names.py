@@ -62,9 +62,6 @@ class HostNames:
     def lines(self) -> tuple[str, ...]:
         return tuple(e.line() for e in self.entries)
 
-    def of(self, node_id: str) -> tuple[str, ...]:
-        return next((e.names for e in self.entries if e.node_id == node_id), ())
-
 
 def host_names(
     peers: Mapping[str, str],

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from bmx7_wg.mesh.nodeid import tunnel_address
+from bmx7_wg.base.nodeid import tunnel_address
 from bmx7_wg.net.hostsfile import BEGIN, split
 from bmx7_wg.service import events
 from tests.bmx7sim.netns import Mesh

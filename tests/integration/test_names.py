@@ -197,3 +197,51 @@ def test_hostile_names_and_a_stop_and_down(named: list[NamedNode]) -> None:
     assert n3.hosts.read_text() == OUTSIDE
     assert BEGIN not in n2.outside()
     assert sorted(os.listdir(n1.netns_etc)) == ["hosts"]
+
+
+def test_the_units_sandbox_read_only_dir_and_a_writable_hosts_file(tmp_path: Path) -> None:
+    """As bmx7-wg.service makes it (ProtectSystem=strict, ReadWritePaths=-/etc/hosts): the
+    directory read-only, the file alone bind-mounted writable. No temporary file can be
+    made beside it, so the block is written in place."""
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    hosts = etc / "hosts"
+    hosts.write_text(OUTSIDE)
+    script = f"""
+set -e
+mount --bind {etc} {etc}
+mount -o remount,bind,ro {etc}
+mount --bind {hosts} {hosts}
+mount -o remount,bind,rw {hosts}
+! touch {etc}/probe 2>/dev/null
+exec "$@"
+"""
+    code = (
+        "import sys; from bmx7_wg.net.hostsfile import write_block; "
+        "print(write_block(sys.argv[1], ['fd77::1\\tnode3.mesh 89888edf.mesh']))"
+    )
+    proc = subprocess.run(
+        [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            script,
+            "sh",
+            *bmx7_wg_command()[:1],
+            "-c",
+            code,
+            str(hosts),
+        ],
+        capture_output=True,
+        text=True,
+        env=child_env(),
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.strip() == "True"
+    assert split(hosts.read_text()).block == ("fd77::1\tnode3.mesh 89888edf.mesh",)
+    assert split(hosts.read_text()).before == OUTSIDE
+    assert sorted(p.name for p in etc.iterdir()) == ["hosts"]

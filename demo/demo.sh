@@ -254,7 +254,7 @@ CONF
     local far
     far=$(bmx7wg "${PREFIX}n1" address "${ids[last - 1]}" | awk '/^tunnel/ {print $2}')
     say "ping from node1 to node$N's tunnel address $far by its name node$N.mesh (WireGuard, its endpoint routed by bmx7 through node2)"
-    for _ in $(seq 100); do grep -q " node$N.mesh" "/etc/netns/${PREFIX}n1/hosts" && break; sleep 0.1; done
+    for _ in $(seq 100); do grep -q "[[:space:]]node$N.mesh" "/etc/netns/${PREFIX}n1/hosts" && break; sleep 0.1; done
     grep -A "$N" '^# BEGIN bmx7-wg' "/etc/netns/${PREFIX}n1/hosts" | sed 's/^/   | /'
     ip netns exec "${PREFIX}n1" ping -c 3 -i 0.2 -W 2 -w 20 "node$N.mesh"
 

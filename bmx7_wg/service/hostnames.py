@@ -41,6 +41,7 @@ class MeshNames:
         # file's identity then: the same again needs no reading or naming (a step of a
         # 10,000-node mesh would spend ~0.1 s on it).
         self.settled: tuple[object, ...] | None = None
+        self.problem: str | None = None  # why the file could not be read, as last logged
 
     @property
     def enabled(self) -> bool:
@@ -83,8 +84,11 @@ class MeshNames:
         try:
             hosts = hostsfile.read(self.path)
         except Bmx7WgError as exc:
-            log.warning("%s: mesh names not written: %s", interface, exc)
+            if str(exc) != self.problem:  # once, not at every step
+                log.warning("%s: mesh names not written: %s", interface, exc)
+            self.problem = str(exc)
             return []
+        self.problem = None
         # A peer bmx7 has forgotten for now (it restarted) keeps the name our block
         # gives it, after a restart of the service too.
         for node_id, name in _named_in(hosts.block or (), current - self.known.keys(), self.domain).items():

@@ -62,8 +62,10 @@ def peer_count(ifname: str) -> int:
 
 def start_run(ns: Namespace, python: str, config: Path, log: Path) -> subprocess.Popen[bytes]:
     # `ip netns exec` execs the command: the PID is bmx7-wg's own.
-    # The service's state files go next to its log, not into the machine's /run/bmx7-wg.
+    # The service's state files and mesh names go next to its log, not into the machine's
+    # /run/bmx7-wg and /etc/hosts.
     env = dict(_env(), BMX7_WG_RUN_DIR=str(log.parent / "state"))
+    env["BMX7_WG_HOSTS_FILE"] = str(log.parent / "hosts")
     # Logs go to LOG (stderr), never to the journal, even when the bench itself runs under
     # systemd: mesh_scale.py times the service's log lines.
     for name in ("JOURNAL_STREAM", "INVOCATION_ID", "BMX7_WG_LOG"):

@@ -83,8 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     verbs.add_parser("genkey", help="print a new private key (like wg genkey)")
     verbs.add_parser("pubkey", help="read a private key on stdin, print its public key (like wg pubkey)")
-    p = verbs.add_parser("address", help="print the tunnel (fd77) and primary (fd70) address of a node id")
-    p.add_argument("node_id", metavar="NODEID")
+    p = verbs.add_parser(
+        "address", help="print the tunnel (fd77) and primary (fd70) address of a node id or mesh name"
+    )
+    p.add_argument("node_id", metavar="NODEID|NAME")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
 
@@ -258,7 +260,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     from bmx7_wg.engine import observe
     from bmx7_wg.system import System
 
-    labels, bmx7 = _peer_labels(args)
+    labels, bmx7, host_names = _peer_labels(args)
     with System() as system:
         observed = observe(system, [args.interface] if args.interface else [], all_wireguard=True)
     if args.interface:
@@ -267,7 +269,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         from bmx7_wg.plan.state import ObservedState
 
         observed = ObservedState({args.interface: observed.interfaces[args.interface]})
-    data = show.interfaces_json(observed, labels)
+    data = show.interfaces_json(observed, labels, host_names)
     if bmx7 is not None and not bmx7.answering:
         log.warning("%s; mesh peers stay as they are until it answers", bmx7.describe())
     if args.json:
@@ -282,15 +284,18 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def _peer_labels(args: argparse.Namespace) -> tuple[dict[str, dict[str, str]], Liveness | None]:
+def _peer_labels(
+    args: argparse.Namespace,
+) -> tuple[dict[str, dict[str, str]], Liveness | None, dict[str, tuple[str, ...]]]:
     """Peer names from the configuration and the mesh, if they can be read (show works
-    without), and whether bmx7 answers (None: no mesh interface)."""
+    without), whether bmx7 answers (None: no mesh interface), and the mesh peers' names
+    in the hosts file (tunnel address -> names)."""
     from bmx7_wg.config import reader
 
     try:
         cfg = reader.load(args.config)
     except Bmx7WgError:
-        return {}, None
+        return {}, None, {}
     labels: dict[str, dict[str, str]] = {}
     for iface in cfg.interfaces:
         labels[iface.name] = {p.public_key: (p.name or "") for p in iface.peers}
@@ -298,7 +303,18 @@ def _peer_labels(args: argparse.Namespace) -> tuple[dict[str, dict[str, str]], L
 
     for name, peers in mesh_labels(cfg).items():
         labels.setdefault(name, {}).update(peers)
-    return labels, bmx7_liveness(cfg)
+    return labels, bmx7_liveness(cfg), _host_names(cfg)
+
+
+def _host_names(cfg: Config) -> dict[str, tuple[str, ...]]:
+    from bmx7_wg.net import hostsfile
+
+    if not cfg.names.hosts_file:
+        return {}
+    try:
+        return hostsfile.block_names(hostsfile.read(cfg.names.hosts_file).block or ())
+    except Bmx7WgError:
+        return {}
 
 
 def cmd_down(args: argparse.Namespace) -> int:
@@ -321,6 +337,11 @@ def cmd_down(args: argparse.Namespace) -> int:
         from bmx7_wg.mesh.session import withdraw_announcements
 
         withdraw_announcements(args.config, targets)
+        names = _names_removal(args.config, targets)
+        if names:
+            # The mesh interface's names go with it (a failure is named, not fatal).
+            for failure in system.execute(names, {}).failures:
+                log.warning("%s", failure.describe())
     for a in outcome.done:
         print(f"{a.interface}: removed")
     if outcome.failures:
@@ -356,26 +377,62 @@ def cmd_pubkey(args: argparse.Namespace) -> int:
 
 
 def cmd_address(args: argparse.Namespace) -> int:
+    import ipaddress
+
     from bmx7_wg.base import nodeid
 
-    try:
+    node_id: str | None = args.node_id.upper()
+    names: tuple[str, ...] = ()
+    if nodeid.NODE_ID_RE.match(args.node_id):
         tunnel = nodeid.tunnel_address(args.node_id)
-        primary = nodeid.primary_address(args.node_id)
-    except ValueError as exc:
-        raise UsageError(f"address: {exc}") from None
+    else:
+        # A name (node3, node3.mesh, a short id): as the hosts file's block or bmx7 has it.
+        from bmx7_wg.lookup import find_node
+
+        found = find_node(_names_config(args), args.node_id)
+        node_id, names = found.node_id, found.names
+        tunnel = ipaddress.IPv6Address(found.tunnel_address)
+    # Both addresses carry the same 14 bytes of the node id, behind their own prefixes.
+    primary = ipaddress.IPv6Address(nodeid.PRIMARY_PREFIX.to_bytes(2, "big") + tunnel.packed[2:])
     if args.json:
-        _print_json(
-            {
-                "node_id": args.node_id.upper(),
-                "short_id": args.node_id[:8].upper(),
-                "tunnel_address": str(tunnel),
-                "primary_address": str(primary),
-            }
-        )
+        out: dict[str, Any] = {
+            "node_id": node_id,
+            "short_id": node_id[:8] if node_id else None,
+            "tunnel_address": str(tunnel),
+            "primary_address": str(primary),
+        }
+        if names:
+            out["names"] = list(names)
+        _print_json(out)
     else:
         print(f"tunnel {tunnel}")
         print(f"primary {primary}")
     return 0
+
+
+def _names_removal(config_path: str, interfaces: Sequence[str]) -> list[Action]:
+    from bmx7_wg.config import reader
+    from bmx7_wg.service.hostnames import removal
+
+    try:
+        return removal(reader.load(config_path), interfaces)
+    except Bmx7WgError:
+        return []
+
+
+def _names_config(args: argparse.Namespace) -> Config:
+    """The configuration, for the names it sets; without a file, the defaults."""
+    import os
+
+    try:
+        return _load(args)
+    except ConfigError:
+        if os.path.lexists(args.config):
+            raise
+    from bmx7_wg.config.model import NamesConfig
+    from bmx7_wg.config.reader import default_hosts_file
+
+    return Config(args.config, names=NamesConfig(hosts_file=default_hosts_file()))
 
 
 VERBS: dict[str, Callable[[argparse.Namespace], int]] = {

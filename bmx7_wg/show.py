@@ -10,12 +10,22 @@ from bmx7_wg.base.nodeid import NODE_ID_RE, short_id, tunnel_address
 from bmx7_wg.plan.state import ObservedInterface, ObservedState, Peer, PeerStats
 
 
-def interfaces_json(observed: ObservedState, names: Mapping[str, Mapping[str, str]]) -> list[dict[str, Any]]:
-    """`names`: interface -> public key -> (peer name, node id) labels known from config/mesh."""
-    return [_interface_json(observed.interfaces[n], names.get(n, {})) for n in sorted(observed.interfaces)]
+def interfaces_json(
+    observed: ObservedState,
+    names: Mapping[str, Mapping[str, str]],
+    host_names: Mapping[str, tuple[str, ...]] | None = None,
+) -> list[dict[str, Any]]:
+    """`names`: interface -> public key -> (peer name, node id) labels known from config/mesh;
+    `host_names`: tunnel address -> the names the hosts file's mesh block gives it."""
+    return [
+        _interface_json(observed.interfaces[n], names.get(n, {}), host_names or {})
+        for n in sorted(observed.interfaces)
+    ]
 
 
-def _interface_json(iface: ObservedInterface, labels: Mapping[str, str]) -> dict[str, Any]:
+def _interface_json(
+    iface: ObservedInterface, labels: Mapping[str, str], host_names: Mapping[str, tuple[str, ...]]
+) -> dict[str, Any]:
     dev = iface.device
     out: dict[str, Any] = {
         "name": iface.name,
@@ -32,7 +42,10 @@ def _interface_json(iface: ObservedInterface, labels: Mapping[str, str]) -> dict
     }
     if dev is not None:
         for key in sorted(dev.peers):
-            out["peers"].append(_peer_json(dev.peers[key], dev.stats.get(key, PeerStats()), labels))
+            peer = _peer_json(dev.peers[key], dev.stats.get(key, PeerStats()), labels)
+            if "tunnel_address" in peer:
+                peer["host_names"] = list(host_names.get(peer["tunnel_address"], ()))
+            out["peers"].append(peer)
     return out
 
 
@@ -84,6 +97,8 @@ def render_text(interfaces: list[dict[str, Any]], now: float | None = None) -> s
             lines.append(f"  peer: {label}")
             if p.get("node_id"):
                 lines.append(f"    mesh node: {p['short_id']}  tunnel address: {p['tunnel_address']}")
+            if p.get("host_names"):
+                lines.append(f"    names: {', '.join(p['host_names'])}")
             if p["endpoint"]:
                 lines.append(f"    endpoint: {p['endpoint']}")
             lines.append(f"    allowed ips: {', '.join(p['allowed_ips']) or '(none)'}")

@@ -32,6 +32,7 @@ from bmx7_wg.plan.actions import (
     SetMtu,
     SetPrivateKey,
     SetUp,
+    WriteHostNames,
 )
 from bmx7_wg.plan.execute import Outcome, execute
 from bmx7_wg.plan.state import (
@@ -191,6 +192,10 @@ class System:
                 log.info("created private key file %s (mode 0600)", first.path)
             elif isinstance(first, (PublishAnnouncement, RegisterSms)):
                 _publish(first)
+            elif isinstance(first, WriteHostNames):
+                from bmx7_wg.net import hostsfile
+
+                hostsfile.write_block(first.path, first.lines)
             else:
                 self._apply_link(first)
             return batch

@@ -76,7 +76,7 @@ clean() {
         for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -TERM "$pid" 2>/dev/null || true; done
         ip netns del "$ns"
     done
-    rm -rf "$WORK"
+    rm -rf /etc/netns/"$PREFIX"* "$WORK"
 }
 
 # ---------------------------------------------------------------- bmx7, real or stand-in
@@ -194,6 +194,9 @@ mesh() {
         ip netns add "${PREFIX}n$i"
         ip -n "${PREFIX}n$i" link set lo up
         mkdir -p "$WORK/node$i"
+        # The namespace's own hosts file (ip netns exec shows it as /etc/hosts): the names go there.
+        mkdir -p "/etc/netns/${PREFIX}n$i"
+        printf '127.0.0.1\tlocalhost\n::1\tlocalhost\n' > "/etc/netns/${PREFIX}n$i/hosts"
         # No duplicate address detection: link-local addresses usable at once. Forwarding on,
         # as bmx7 needs it to carry traffic between its neighbours.
         ip netns exec "${PREFIX}n$i" sh -c 'echo 0 > /proc/sys/net/ipv6/conf/all/accept_dad;
@@ -221,6 +224,9 @@ mesh() {
 [bmx7]
 runtime_dir = "$WORK/node$i/run"
 
+[names]
+hosts_file = "/etc/netns/${PREFIX}n$i/hosts"
+
 [interface.wgmesh-n$i]
 mesh = true
 private_key_file = "$WORK/node$i/wgmesh.key"
@@ -247,8 +253,10 @@ CONF
 
     local far
     far=$(bmx7wg "${PREFIX}n1" address "${ids[last - 1]}" | awk '/^tunnel/ {print $2}')
-    say "ping from node1 to node$N's tunnel address $far (WireGuard, its endpoint routed by bmx7 through node2)"
-    ip netns exec "${PREFIX}n1" ping -c 3 -i 0.2 -W 2 -w 20 "$far"
+    say "ping from node1 to node$N's tunnel address $far by its name node$N.mesh (WireGuard, its endpoint routed by bmx7 through node2)"
+    for _ in $(seq 100); do grep -q "[[:space:]]node$N.mesh" "/etc/netns/${PREFIX}n1/hosts" && break; sleep 0.1; done
+    grep -A "$N" '^# BEGIN bmx7-wg' "/etc/netns/${PREFIX}n1/hosts" | sed 's/^/   | /'
+    ip netns exec "${PREFIX}n1" ping -c 3 -i 0.2 -W 2 -w 20 "node$N.mesh"
 
     local short=${ids[last - 1]:0:8} mark
     say "trust: node1 stops trusting node$N (rm $WORK/node1/trustedNodes/$short...)"
@@ -272,7 +280,7 @@ CONF
     note "ip netns exec ${PREFIX}n1 env PYTHONPATH=$REPO $PY -m bmx7_wg -c $WORK/node1/bmx7-wg.toml show"
     note "ip netns exec ${PREFIX}n1 wg show"
     note "ip netns exec ${PREFIX}n1 ip -6 route show table 70      # bmx7's fd70 routes"
-    note "ip netns exec ${PREFIX}n1 ping $far"
+    note "ip netns exec ${PREFIX}n1 ping node$N.mesh                # or ${short,,}.mesh, or $far"
     note "tail -f $WORK/node1/bmx7-wg.log                        # the service's log"
     note "ls $WORK/node1/run/sms/rcvdSms                          # the announcements bmx7 delivered"
     note "remove it all with: make demo-clean"

@@ -12,6 +12,11 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
+# A mesh configuration without [names] writes its peers' names to /etc/hosts. Tests never
+# touch the machine's: each test that checks names names its own hosts file, every other
+# mesh service (and what it starts) writes none.
+os.environ.setdefault("BMX7_WG_HOSTS_FILE", "")
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # Tests marked root need root, network namespaces and the WireGuard tools. CI runs as

@@ -19,6 +19,8 @@ DEFAULT_MESH_PORT = 40456
 # 6-11 s (its fd70 route after 12-17 s); 30 s covers that with room to spare, while a node
 # that really left goes ~68 s (bmx7's own timeout) + 30 s after it died.
 DEFAULT_GRACE = 30
+DEFAULT_HOSTS_FILE = "/etc/hosts"
+DEFAULT_NAMES_DOMAIN = "mesh"
 
 
 @dataclass(frozen=True)
@@ -71,10 +73,19 @@ class Bmx7Config:
 
 
 @dataclass(frozen=True)
+class NamesConfig:
+    """Mesh peers' names in a marked block of a hosts file (mesh/names.py, net/hostsfile.py)."""
+
+    hosts_file: str = DEFAULT_HOSTS_FILE  # "": no names are written
+    domain: str = DEFAULT_NAMES_DOMAIN  # lower-case DNS name: peers are NAME.DOMAIN, SHORTID.DOMAIN
+
+
+@dataclass(frozen=True)
 class Config:
     path: str
     interfaces: tuple[InterfaceConfig, ...] = ()
     bmx7: Bmx7Config | None = None
+    names: NamesConfig = field(default_factory=NamesConfig)
     # Source positions are kept out of equality: two identical configs compare equal.
     positions: Mapping[tuple[str | int, ...], tuple[int, int]] = field(
         default_factory=dict, compare=False, repr=False, hash=False

@@ -21,18 +21,22 @@ from dataclasses import dataclass
 from datetime import date, datetime, time
 from typing import Any
 
+from bmx7_wg.base.dnsname import domain_problem
 from bmx7_wg.base.fastip import canonical_address, canonical_network, ipv6_zone
 from bmx7_wg.base.nodeid import NODE_ID_RE
 from bmx7_wg.base.smsname import sms_name_problem
 from bmx7_wg.config import fasttoml
 from bmx7_wg.config.model import (
     DEFAULT_GRACE,
+    DEFAULT_HOSTS_FILE,
     DEFAULT_MESH_PORT,
+    DEFAULT_NAMES_DOMAIN,
     DEFAULT_STATE_DIR,
     Bmx7Config,
     Config,
     Endpoint,
     InterfaceConfig,
+    NamesConfig,
     PeerConfig,
 )
 from bmx7_wg.config.positions import KeyPath, Positions, SourceMap, long_key, structure_count, too_deep
@@ -42,6 +46,7 @@ from bmx7_wg.keys import PrivateKey, decode_key, file_type, key_file_problem, re
 __all__ = [
     "BMX7_SETTINGS",
     "INTERFACE_SETTINGS",
+    "NAMES_SETTINGS",
     "PEER_SETTINGS",
     "TOP_SETTINGS",
     "Setting",
@@ -178,6 +183,9 @@ def _validate(document: dict[str, Any], text: str, path: str, state_dir: str) ->
     interfaces = values.get("interface", ())
     if interfaces is _INVALID:
         interfaces = ()
+    names = values.get("names")
+    if names is None or names is _INVALID:
+        names = NamesConfig(hosts_file=default_hosts_file())
     _check_listen_ports(interfaces, reader)
     _check_one_mesh_interface(interfaces, reader)
     if reader.diagnostics:
@@ -186,7 +194,13 @@ def _validate(document: dict[str, Any], text: str, path: str, state_dir: str) ->
             last = shown[-1]
             shown.append(Diagnostic(path, last.line, last.col, f"... and {reader.unlisted:,} more problems"))
         raise ConfigError(shown)
-    return Config(path=path, interfaces=interfaces, bmx7=bmx7, positions=reader.positions)
+    return Config(path=path, interfaces=interfaces, bmx7=bmx7, names=names, positions=reader.positions)
+
+
+def default_hosts_file() -> str:
+    """The hosts file the names go to when the file does not say: /etc/hosts, or
+    `BMX7_WG_HOSTS_FILE` (tests and labs: "" keeps the machine's /etc/hosts untouched)."""
+    return os.environ.get("BMX7_WG_HOSTS_FILE", DEFAULT_HOSTS_FILE)
 
 
 _TOML_ERROR = re.compile(
@@ -784,6 +798,26 @@ def _bmx7(raw: object, path: KeyPath, reader: _Reader) -> Bmx7Config:
     return Bmx7Config(**values)
 
 
+def _names(raw: object, path: KeyPath, reader: _Reader) -> NamesConfig:
+    values = reader.table(raw, path, NAMES_SETTINGS)
+    if "hosts_file" not in values:
+        values["hosts_file"] = default_hosts_file()
+    complete = reader.with_defaults(values, path, NAMES_SETTINGS)
+    assert complete is not None  # no names setting is required
+    return NamesConfig(**complete)
+
+
+def _hosts_file(text: str) -> str:
+    return text and _absolute_path(text)  # "": no names
+
+
+def _domain(text: str) -> str:
+    problem = domain_problem(text)
+    if problem is not None:
+        raise ValueError(f"{_quote(text)} {problem}")
+    return text
+
+
 def _settings(*settings: Setting) -> dict[str, Setting]:
     return {s.name: s for s in settings}
 
@@ -796,6 +830,11 @@ BMX7_SETTINGS = _settings(
     Setting("trusted", _list_of(_text(_node_id)), ()),
     Setting("denied", _list_of(_text(_node_id)), ()),
     Setting("grace", _integer(0, 86400), DEFAULT_GRACE),
+)
+
+NAMES_SETTINGS = _settings(
+    Setting("hosts_file", _text(_hosts_file), DEFAULT_HOSTS_FILE),
+    Setting("domain", _text(_domain), DEFAULT_NAMES_DOMAIN),
 )
 
 INTERFACE_SETTINGS = _settings(
@@ -827,5 +866,6 @@ PEER_SETTINGS = _settings(
 
 TOP_SETTINGS = _settings(
     Setting("bmx7", _bmx7, None),
+    Setting("names", _names, None),
     Setting("interface", _interfaces, ()),
 )

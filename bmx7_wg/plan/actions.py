@@ -379,6 +379,32 @@ class RegisterSms(Action):
 
 
 @dataclass(frozen=True)
+class WriteHostNames(Action):
+    """Make `lines` the mesh peers' block of the hosts file `path` (none: no block)."""
+
+    path: str = ""
+    lines: tuple[str, ...] = ()
+    kind: ClassVar[str] = "write_host_names"
+
+    @property
+    def resource(self) -> str:
+        return f"hosts file {self.path}"
+
+    @property
+    def needs(self) -> tuple[str, ...]:
+        return ()  # names are written for the peers there are, whatever else failed
+
+    def details(self) -> dict[str, Any]:
+        return {"path": self.path, "names": sum(len(line.split()) - 1 for line in self.lines)}
+
+    def describe(self) -> str:
+        if not self.lines:
+            return f"{self.interface}: remove the mesh names from {self.path}"
+        names = sum(len(line.split()) - 1 for line in self.lines)
+        return f"{self.interface}: write {names} mesh name(s) of {len(self.lines)} peer(s) to {self.path}"
+
+
+@dataclass(frozen=True)
 class DeviceChange:
     """Every device action for one interface, sent to the device in one transaction."""
 

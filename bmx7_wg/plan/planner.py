@@ -30,6 +30,7 @@ from bmx7_wg.plan.actions import (
     SetPrivateKey,
     SetUp,
     UpdatePeer,
+    WriteHostNames,
 )
 from bmx7_wg.plan.state import (
     DesiredInterface,
@@ -236,6 +237,17 @@ def plan_peers(name: str, want: Mapping[str, Peer], have: Mapping[str, Peer]) ->
         if changed:
             updates.append(UpdatePeer(name, peer=peer, changed=changed))
     return removals + updates + additions
+
+
+def plan_host_names(
+    interface: str, path: str, want: tuple[str, ...], have: tuple[str, ...] | None
+) -> list[Action]:
+    """The mesh names' block of a hosts file: `want` its lines now, `have` the block the
+    file holds (None: none). An empty `want` removes the block; a file without one keeps
+    having none."""
+    if want == (have or ()) and (want or have is None):
+        return []
+    return [WriteHostNames(interface, path=path, lines=want)]
 
 
 def _changed_fields(want: Peer, have: Peer) -> tuple[str, ...]:

@@ -27,6 +27,7 @@ SERVICE_STARTED = "9c0969dcc25f44ad888cc1c18de8a023"
 PEER_HELD = "457f3ec7497b43cfb8291ecc34030d91"
 BMX7_UNAVAILABLE = "aaa7505173154461b9c6f8eff1fd168c"
 BMX7_AVAILABLE = "78f0771a0c3244cfaeb4c1dba052116e"
+NAME_REFUSED = "5d1f0c7e3b8a4e2f9c6a1b7d4e8f2a39"
 
 
 def emit(level: int, message: str, message_id: str, **fields: Any) -> None:

@@ -20,6 +20,7 @@ import os
 import select
 import signal
 import time
+from collections.abc import Mapping
 
 from bmx7_wg import lock
 from bmx7_wg.config import reader as config_reader
@@ -32,9 +33,11 @@ from bmx7_wg.mesh.bmx7 import SETTLE, SOCKET_NAME, Bmx7Runtime, ReceivedCache
 from bmx7_wg.mesh.grace import HoldEvent, MeshGrace
 from bmx7_wg.mesh.session import MeshSession, mesh_interface, watch_directories
 from bmx7_wg.net.resolve import Resolver
+from bmx7_wg.plan.actions import Action
+from bmx7_wg.plan.desired import MeshInputs
 from bmx7_wg.plan.planner import link_plan
 from bmx7_wg.plan.state import DesiredState, ObservedState, Peer
-from bmx7_wg.service import events
+from bmx7_wg.service import events, hostnames
 from bmx7_wg.service.incremental import MeshTracker
 from bmx7_wg.service.notify import Notifier
 from bmx7_wg.service.schedule import Schedule
@@ -122,6 +125,7 @@ class Service:
         self.bmx7 = liveness.Bmx7Watch()
         self.bmx7_socket_made = False  # bmx7 made its control socket since the last reconcile
         self.memory = MeshMemory()
+        self.names = hostnames.MeshNames(config)  # the mesh peers' names in the hosts file
         self._saved: tuple[dict[str, Peer], float] | None = None  # what the state file holds, and when
         self.config_problem: str | None = None  # why the file on disk is not in force
         self._stop = self._sighup = False
@@ -323,6 +327,12 @@ class Service:
         for iface in new.interfaces:
             if iface.key == "session" and iface.name not in self.engine.session_keys:
                 self.engine.session_keys[iface.name] = PrivateKey.generate()
+        if (new.names, mesh_interface(new)) != (self.config.names, mesh_interface(self.config)):
+            # Names in a file no longer named, or of a mesh interface that goes: removed.
+            old = mesh_interface(self.config)
+            gone = hostnames.removal(self.config, [old.name] if old else [])
+            self._write_names(gone, "configuration changed")
+            self.names = hostnames.MeshNames(new)
         self.config = new
         self.grace.grace = _grace_of(new)
         log.info("configuration %s reloaded", self.config_path)
@@ -392,6 +402,9 @@ class Service:
             self.changed_files.update(step.unsettled)
             self.schedule.soon(MESH, SETTLE, "mesh announcements being written")
         self.peer_counts[tracker.interface] = len(tracker.device)
+        self._write_names(
+            self.names.plan(tracker.interface, tracker.final, tracker.names, lookup=runtime.node_names), why
+        )
         self.schedule.at(GRACE, self.grace.next_deadline(), "mesh grace period ended")
         if done:
             self.notifier.status(self.status_line())
@@ -483,6 +496,7 @@ class Service:
                     result.plan,
                     have.device if have is not None else None,
                 )
+                self._names_after_full(mesh, result.plan.mesh_peers, why)
         except Bmx7WgError as exc:
             self._apply_failed(why, exc)
         if mesh is not None:
@@ -503,6 +517,22 @@ class Service:
         self.schedule.at(GRACE, self.grace.next_deadline(), "mesh grace period ended")
         self.schedule.at(PERIODIC, now + self.interval, "periodic check")
         self.notifier.status(self.status_line())
+
+    def _names_after_full(self, mesh: MeshSession, planned: Mapping[str, tuple[Peer, ...]], why: str) -> None:
+        """The names of the mesh peers a full reconcile left; none written while bmx7 does
+        not answer (the peers are kept as they are, and so are their names)."""
+        iface = mesh.interface
+        if iface is None or mesh.node is None or mesh.inputs.get(iface.name, MeshInputs()).hold:
+            return
+        peers = [p.node_id for p in planned.get(iface.name, ()) if p.node_id]
+        self._write_names(self.names.plan(iface.name, peers, mesh.names, own_name=mesh.node.name), why)
+
+    def _write_names(self, actions: list[Action], why: str) -> None:
+        if not actions:
+            return
+        outcome = self.system.execute(actions, {}, lambda a: events.action_done(a, why=why))
+        for failure in outcome.failures:
+            events.action_failed(failure, why=why)
 
     def _endpoint_hosts(self) -> set[str]:
         return {p.endpoint.host for i in self.config.interfaces for p in i.peers if p.endpoint is not None}

@@ -347,3 +347,20 @@ echo $! > {host.systemd_dir}/{unit}.pid
                 if text:
                     subprocess.run(["kill", text], check=False)
         lab.close()
+
+
+def test_the_names_settings_reach_the_file(fleet: Fleet) -> None:
+    host = fleet.role_host
+    hosts_file = str(host.workdir / "hosts")
+    names = {"bmx7_wg_hosts_file": hosts_file, "bmx7_wg_names_domain": "mesh.example"}
+    result = fleet.play(fleet.config(), role_vars=names)
+    assert result.returncode == 0, result.output
+    text = host.config_path.read_text()
+    assert f'[names]\nhosts_file = "{hosts_file}"\ndomain = "mesh.example"\n' in text
+    # A names mapping in bmx7_wg_config wins; "" (no names) is a value, not an absence.
+    result = fleet.play({**fleet.config(), "names": {"hosts_file": ""}}, role_vars=names)
+    assert result.returncode == 0, result.output
+    assert '[names]\nhosts_file = ""\ndomain = "mesh.example"\n' in host.config_path.read_text()
+    result = fleet.play(fleet.config(), role_vars={"bmx7_wg_names_domain": "Mesh"})
+    assert result.returncode != 0
+    assert "names.domain" in result.output and "lower case" in result.output

@@ -16,6 +16,7 @@ from bmx7_wg.config.model import (
     Config,
     Endpoint,
     InterfaceConfig,
+    NamesConfig,
     PeerConfig,
 )
 from bmx7_wg.config.reader import format_key_path, load, parse
@@ -471,6 +472,10 @@ peer = [
 ]
 
 [interface.wg1]
+
+[names]
+hosts_file = "/etc/netns/n1/hosts"
+domain = "mesh.example"
 """
     result = parse(text, PATH, state_dir=state_dir)
     assert result == Config(
@@ -483,6 +488,7 @@ peer = [
             trusted=(NODE_A, NODE_B),
             denied=(),
         ),
+        names=NamesConfig(hosts_file="/etc/netns/n1/hosts", domain="mesh.example"),
         interfaces=(
             InterfaceConfig(
                 name="wgmesh",
@@ -742,3 +748,19 @@ def test_grace_defaults_to_30_seconds(state_dir: str) -> None:
     assert errors('[bmx7]\ngrace = "30s"\n', state_dir) == [
         f'{PATH}:2:9: bmx7.grace: expected an integer, got a string ("30s")'
     ]
+
+
+def test_names_settings(state_dir: str) -> None:
+    assert parse("", PATH).names == NamesConfig(hosts_file="")  # the tests' BMX7_WG_HOSTS_FILE
+    assert parse('[names]\nhosts_file = ""\n', PATH).names.hosts_file == ""
+    assert parse('[names]\nhosts_file = "/etc//hosts"\n', PATH).names.hosts_file == "/etc/hosts"
+    assert errors('[names]\nhosts_file = "hosts"\ndomain = "Mesh"\n', state_dir) == [
+        f'{PATH}:2:14: names.hosts_file: "hosts" is not an absolute path',
+        f'{PATH}:3:10: names.domain: "Mesh" must be written in lower case'
+        " (host names are compared case-insensitively)",
+    ]
+    assert errors('[names]\ndomain = "a..b"\n', state_dir) == [
+        f"{PATH}:2:10: names.domain: \"a..b\" has '', which is not a DNS label"
+        " (1-63 characters of a-z, 0-9 and '-', not at either end)"
+    ]
+    assert errors('[names]\ndomain = "-x.\\u001b"\n', state_dir)[0].startswith(f"{PATH}:2:10: names.domain: ")

@@ -28,7 +28,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("config",),
     ("plan",),
     ("mesh", "net", "wireguard"),
-    ("system", "show"),
+    ("system", "show", "lookup"),
     ("engine",),
     ("service",),
     ("cli",),

@@ -60,10 +60,11 @@ OBSERVED = ObservedState(
     }
 )
 LABELS = {"wg0": {VPN: "vpn", MESH: f"n2|{NODE}"}}
+HOST_NAMES = {"fd77:8988:8edf:9b64:a255:c3ab:1cd3:ca9a": ("n2.mesh", "89888edf.mesh")}
 
 
 def test_json() -> None:
-    data = show.interfaces_json(OBSERVED, LABELS)
+    data = show.interfaces_json(OBSERVED, LABELS, HOST_NAMES)
     assert data == [
         {
             "name": "eth9",
@@ -103,6 +104,7 @@ def test_json() -> None:
                     "node_id": NODE,
                     "short_id": "89888EDF",
                     "tunnel_address": "fd77:8988:8edf:9b64:a255:c3ab:1cd3:ca9a",
+                    "host_names": ["n2.mesh", "89888edf.mesh"],
                 },
                 {
                     "public_key": VPN,
@@ -124,7 +126,7 @@ def test_json() -> None:
 
 
 def test_text() -> None:
-    data = show.interfaces_json(OBSERVED, LABELS)
+    data = show.interfaces_json(OBSERVED, LABELS, HOST_NAMES)
     assert show.render_text(data, now=HANDSHAKE + 3725) == "\n".join(
         [
             "interface: eth9 (not WireGuard, not managed)",
@@ -140,6 +142,7 @@ def test_text() -> None:
             "",
             f"  peer: {MESH} (n2)",
             "    mesh node: 89888EDF  tunnel address: fd77:8988:8edf:9b64:a255:c3ab:1cd3:ca9a",
+            "    names: n2.mesh, 89888edf.mesh",
             "    allowed ips: (none)",
             "    latest handshake: never",
             "    transfer: 0 B received, 0 B sent",

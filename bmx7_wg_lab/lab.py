@@ -12,7 +12,6 @@ Each node `I` of lab NAME is the network namespace `NAME-nI` with:
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import fcntl
 import hashlib
 import json
@@ -28,7 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import bmx7_wg
-from bmx7_wg.config import model as config_model
 from bmx7_wg.keys import PrivateKey
 from bmx7_wg_lab import netns, procs
 from bmx7_wg_lab.errors import (
@@ -312,10 +310,10 @@ class Lab:
             "mesh = true\n"
             f'private_key_file = "{d / "wg.key"}"\n'
             f'backend = "{self.record.backend}"\n'
-        )
-        if any(f.name == "names" for f in dataclasses.fields(config_model.Config)):
             # Mesh names go to the node's own hosts file, never to the machine's /etc/hosts.
-            text += f'\n[names]\nhosts_file = "{d / "hosts"}"\n'
+            "\n[names]\n"
+            f'hosts_file = "{d / "hosts"}"\n'
+        )
 
         (d / "bmx7-wg.toml").write_text(text, encoding="utf-8")
 

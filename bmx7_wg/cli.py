@@ -10,8 +10,12 @@ Exit codes (also in --help, the README and bmx7-wg(8)):
      was applied; the next apply retries the rest
   6  the current state (links, routes, a WireGuard device) cannot be read; nothing was changed
   7  another bmx7-wg held this network namespace's lock for over 10 s; nothing was changed
+  8  an apply --confirm waits for its confirmation here; apply and down are refused
+  9  apply --confirm was not confirmed and was rolled back (confirm: there is nothing to
+     confirm, the last one was rolled back)
   64 usage error
-With apply, a failed change that has an exit code of its own (2, 3) gives that code.
+With apply, a failed change that has an exit code of its own (2, 3) gives that code. A
+rollback that could not undo everything exits 5 and names what is left as applied.
 """
 
 from __future__ import annotations
@@ -22,15 +26,18 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from bmx7_wg import __version__
 from bmx7_wg.config.model import DEFAULT_CONFIG_PATH, Config
-from bmx7_wg.errors import Bmx7WgError, ChangesFailed, ConfigError, ConflictError, UsageError
+from bmx7_wg.errors import Bmx7WgError, ChangesFailed, ConfigError, UsageError
 
 if TYPE_CHECKING:
     from bmx7_wg.mesh.liveness import Liveness
     from bmx7_wg.plan.actions import Action
+    from bmx7_wg.plan.desired import Publication
+    from bmx7_wg.plan.state import ObservedAnnouncement
 
 log = logging.getLogger("bmx7_wg")
 
@@ -68,11 +75,32 @@ def build_parser() -> argparse.ArgumentParser:
     p = verbs.add_parser("apply", help="make the system match the configuration")
     p.add_argument("--check", action="store_true", help="report only, change nothing (check mode)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument(
+        "--confirm",
+        type=float,
+        metavar="SECONDS",
+        help="wait for `bmx7-wg confirm`; without it in time, or when the terminal goes away, roll "
+        "everything back (interfaces, keys, peers, addresses, routes, announcement, configuration file)",
+    )
+    p.add_argument(
+        "--confirm-handshake",
+        metavar="PEER",
+        help="with --confirm: confirm by itself once PEER (public key or name) has a fresh handshake",
+    )
+    p.add_argument(
+        "--new-config",
+        metavar="PATH",
+        help="with --confirm: install PATH as the configuration file (-c) first; rolled back with the rest",
+    )
     p = verbs.add_parser("show", help="interfaces, peers, handshakes and transfer")
     p.add_argument("interface", nargs="?", metavar="IFACE")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p = verbs.add_parser("down", help="remove interfaces bmx7-wg manages (never others)")
+    p = verbs.add_parser(
+        "down", help="remove interfaces bmx7-wg manages (never others) and withdraw the mesh announcement"
+    )
     p.add_argument("interfaces", nargs="*", metavar="IFACE")
+    p.add_argument("--check", action="store_true", help="report only, change nothing")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
     p = verbs.add_parser("run", help="the service: reconcile now and on every change")
     p.add_argument(
         "--interval",
@@ -81,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="full reconcile at least this often, as a safety net (default 60)",
     )
+    verbs.add_parser("confirm", help="keep the changes of the apply --confirm that waits")
     verbs.add_parser("genkey", help="print a new private key (like wg genkey)")
     verbs.add_parser("pubkey", help="read a private key on stdin, print its public key (like wg pubkey)")
     p = verbs.add_parser(
@@ -198,7 +227,87 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
-    return _reconcile(args, check=args.check, verb="apply")
+    if args.confirm is None:
+        if args.confirm_handshake or args.new_config:
+            raise UsageError("apply: --confirm-handshake and --new-config go with --confirm SECONDS")
+        if not args.check:
+            _refuse_while_pending("apply")
+        return _reconcile(args, check=args.check, verb="apply")
+    if args.check:
+        raise UsageError("apply: --check and --confirm do not go together (--check changes nothing)")
+    if not 0 < args.confirm <= 86400:
+        raise UsageError("apply: --confirm takes a number of seconds between 0 and 86400")
+    return _apply_confirmed(args)
+
+
+def _refuse_while_pending(verb: str) -> None:
+    from bmx7_wg.pending import refuse_while_pending
+
+    refuse_while_pending(verb)
+
+
+def _apply_confirmed(args: argparse.Namespace) -> int:
+    from bmx7_wg import confirm
+
+    def show_applied(r: confirm.Result) -> None:
+        if not args.json:
+            _say_lines([a.describe() for a in r.actions])
+            _say_lines([f"failed: {f.describe()}" for f in r.failures])
+            failed = f", {len(r.failures)} failed" if r.failures else ""
+            _say_lines([f"{len(r.actions)} change(s) applied{failed}"])
+
+    say = (lambda line: _say_lines([line], err=True)) if args.json else (lambda line: _say_lines([line]))
+    result = confirm.apply_confirmed(
+        args.config,
+        args.confirm,
+        new_config=args.new_config,
+        handshake_peer=args.confirm_handshake,
+        say=say,
+        show_applied=show_applied,
+    )
+    if args.json:
+        out: dict[str, Any] = {"changed": bool(result.actions), "check": False,
+                               "actions": [a.to_json() for a in result.actions]}
+        if result.failures:
+            out["failed"] = [f.to_json() for f in result.failures]
+        out["confirm"] = {"outcome": result.outcome or "nothing to confirm", "reason": result.reason}
+        if result.outcome and result.outcome != "confirmed":
+            out["confirm"]["rollback"] = [a.to_json() for a in result.rollback]
+            out["confirm"]["config_restored"] = result.config_restored
+            if result.rollback_failures:
+                out["confirm"]["rollback_failed"] = [f.to_json() for f in result.rollback_failures]
+        try:
+            _print_json(out)
+        except OSError:
+            pass  # the terminal is gone: the journal has it
+    elif not result.outcome:
+        _say_lines(["no changes"])
+    elif result.outcome == "confirmed":
+        _say_lines([f"{result.reason}: the changes stay"])
+    else:
+        _say_lines([f"undone: {a.describe()}" for a in result.rollback])
+        if result.config_restored:
+            _say_lines([f"{args.config}: restored as it was"])
+    confirm.raise_for(result)
+    return 0
+
+
+def _say_lines(lines: list[str], *, err: bool = False) -> None:
+    """Print, unless the terminal is gone (a rollback after SIGHUP still runs to its end)."""
+    stream = sys.stderr if err else sys.stdout
+    try:
+        for line in lines:
+            stream.write(line + "\n")
+        stream.flush()
+    except OSError:
+        pass
+
+
+def cmd_confirm(args: argparse.Namespace) -> int:
+    from bmx7_wg import confirm
+
+    confirm.confirm(lambda line: print(line))
+    return 0
 
 
 def _reconcile(args: argparse.Namespace, *, check: bool, verb: str) -> int:
@@ -243,7 +352,7 @@ def _print_result(
     elif not actions:
         print("no changes")
     elif check:
-        suffix = " (check mode: nothing was changed)" if verb == "apply" else ""
+        suffix = " (check mode: nothing was changed)" if verb in ("apply", "down") else ""
         print(f"{len(actions)} change(s) pending{suffix}")
     else:
         print(f"{len(actions)} change(s) applied")
@@ -318,35 +427,62 @@ def _host_names(cfg: Config) -> dict[str, tuple[str, ...]]:
 
 
 def cmd_down(args: argparse.Namespace) -> int:
+    import contextlib
+
     from bmx7_wg import lock
     from bmx7_wg.engine import observe
     from bmx7_wg.plan.actions import DeleteLink
+    from bmx7_wg.plan.planner import plan_down
     from bmx7_wg.system import System
 
-    with lock.held("down"), System() as system:
+    check = args.check
+    if not check:
+        _refuse_while_pending("down")
+    mesh = _publication_for_down(args)
+    with contextlib.nullcontext() if check else lock.held("down"), System() as system:
         observed = observe(system, args.interfaces)
-        targets = args.interfaces or sorted(n for n, i in observed.interfaces.items() if i.managed)
-        for name in targets:
-            iface = observed.interfaces.get(name)
-            if iface is None:
-                raise UsageError(f"down: no interface named {name}")
-            if not iface.managed:
-                raise ConflictError(f"down: {name} is not managed by bmx7-wg; it is left alone")
-        actions: list[Action] = [DeleteLink(n, reason="bmx7-wg down") for n in targets]
-        outcome = system.execute(actions, {})
-        from bmx7_wg.mesh.session import withdraw_announcements
-
-        withdraw_announcements(args.config, targets)
-        names = _names_removal(args.config, targets)
-        if names:
-            # The mesh interface's names go with it (a failure is named, not fatal).
-            for failure in system.execute(names, {}).failures:
+        if mesh is not None:
+            observed = replace(observed, announcement=mesh[2])
+        actions = plan_down(observed, args.interfaces, (mesh[0], mesh[1]) if mesh is not None else None)
+        # The mesh interface's names go with it (a failure is named, not fatal).
+        names = _names_removal(args.config, [a.interface for a in actions if isinstance(a, DeleteLink)])
+        outcome = None if check else system.execute(actions, {}, _log_done)
+        if outcome is not None and names:
+            named = system.execute(names, {}, _log_done)
+            outcome.done += named.done
+            for failure in named.failures:
                 log.warning("%s", failure.describe())
-    for a in outcome.done:
-        print(f"{a.interface}: removed")
-    if outcome.failures:
-        raise ChangesFailed(outcome.failures, applied=len(outcome.done))
+        elif names:
+            actions = actions + names
+    done = actions if outcome is None else outcome.done
+    failures = [] if outcome is None else outcome.failures
+    if args.json:
+        result: dict[str, Any] = {"changed": bool(done), "check": check}
+        result["actions"] = [a.to_json() for a in done]
+        if failures:
+            result["failed"] = [f.to_json() for f in failures]
+        _print_json(result)
+    else:
+        _print_result(done, [], check=check, verb="down", failed=len(failures))
+    if failures:
+        raise ChangesFailed(failures, applied=len(done))
     return 0
+
+
+def _publication_for_down(args: argparse.Namespace) -> tuple[str, Publication, ObservedAnnouncement] | None:
+    """Where the mesh announcement is published, if the configuration can be read: `down`
+    works without a valid configuration (it removes what is managed), and then says that
+    it cannot withdraw an announcement."""
+    from bmx7_wg.config import reader
+    from bmx7_wg.mesh.session import publication
+
+    try:
+        cfg = reader.load(args.config)
+    except Bmx7WgError as exc:
+        log.warning("cannot read %s (%s): a mesh announcement is not withdrawn", args.config,
+                    str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        return None
+    return publication(cfg)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -441,6 +577,7 @@ VERBS: dict[str, Callable[[argparse.Namespace], int]] = {
     "apply": cmd_apply,
     "show": cmd_show,
     "down": cmd_down,
+    "confirm": cmd_confirm,
     "run": cmd_run,
     "genkey": cmd_genkey,
     "pubkey": cmd_pubkey,

@@ -100,6 +100,18 @@ class ChangesFailed(ApplyError):
         )
 
 
+class RollbackFailed(ChangesFailed):
+    """The rollback of an `apply --confirm` could not undo everything: what is left as
+    applied is named, change by change."""
+
+    def __init__(self, failures: Sequence[FailureRecord], applied: int, why: str) -> None:
+        super().__init__(failures, applied)
+        left = len(self.failures)
+        lines = [f"rollback incomplete ({why}): {applied} change(s) undone, {left} left as applied:"]
+        lines += [f"  {f.describe()}" for f in self.failures]
+        self.args = ("\n".join(lines),)
+
+
 class FailureRecord(Protocol):
     @property
     def error(self) -> Bmx7WgError | None: ...
@@ -118,6 +130,20 @@ class LockBusy(Bmx7WgError):
     """Another bmx7-wg holds the lock of this network namespace for too long."""
 
     exit_code = 7
+
+
+class ConfirmPending(Bmx7WgError):
+    """An `apply --confirm` waits for its confirmation in this network namespace: another
+    change now (apply, down, a second apply --confirm) is refused."""
+
+    exit_code = 8
+
+
+class NotConfirmed(Bmx7WgError):
+    """An `apply --confirm` was not confirmed and was rolled back: the system and the
+    configuration file are as they were before it."""
+
+    exit_code = 9
 
 
 class KeyFileError(Bmx7WgError):

@@ -14,7 +14,7 @@ from dataclasses import replace
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from bmx7_wg.errors import KeyFileError, ResourceConflict
+from bmx7_wg.errors import ApplyError, KeyFileError, ResourceConflict
 from bmx7_wg.keys import PrivateKey
 from bmx7_wg.plan.actions import (
     Action,
@@ -32,6 +32,8 @@ from bmx7_wg.plan.actions import (
     SetMtu,
     SetPrivateKey,
     SetUp,
+    UnregisterSms,
+    WithdrawAnnouncement,
     WriteHostNames,
 )
 from bmx7_wg.plan.execute import Outcome, execute
@@ -190,7 +192,7 @@ class System:
 
                 new_keys[first.path] = keys.create_key_file(first.path)
                 log.info("created private key file %s (mode 0600)", first.path)
-            elif isinstance(first, (PublishAnnouncement, RegisterSms)):
+            elif isinstance(first, (PublishAnnouncement, RegisterSms, WithdrawAnnouncement, UnregisterSms)):
                 _publish(first)
             elif isinstance(first, WriteHostNames):
                 from bmx7_wg.net import hostsfile
@@ -267,15 +269,26 @@ def _new_key(path: str | None, new_keys: Mapping[str, PrivateKey]) -> PrivateKey
     return new_keys[path]
 
 
-def _publish(action: PublishAnnouncement | RegisterSms) -> None:
+def _publish(action: PublishAnnouncement | RegisterSms | WithdrawAnnouncement | UnregisterSms) -> None:
     from bmx7_wg.mesh.bmx7 import Bmx7Runtime
 
     runtime = Bmx7Runtime(action.runtime_dir)
-    if isinstance(action, RegisterSms):
-        runtime.register_sms(action.sms)
-        return
-    from bmx7_wg.mesh.announce import format_announcement
+    try:
+        if isinstance(action, RegisterSms):
+            runtime.register_sms(action.sms)
+        elif isinstance(action, UnregisterSms):
+            runtime.unregister_sms(action.sms)
+        elif isinstance(action, WithdrawAnnouncement):
+            runtime.withdraw(action.sms)
+        else:
+            from bmx7_wg.mesh.announce import format_announcement
 
-    if action.public_key is None:
-        raise KeyFileError(f"{action.interface}: no public key to announce")
-    runtime.publish(action.sms, format_announcement(action.public_key, action.listen_port, action.networks))
+            if action.public_key is None:
+                raise KeyFileError(f"{action.interface}: no public key to announce")
+            data = format_announcement(action.public_key, action.listen_port, action.networks)
+            runtime.publish(action.sms, data)
+    except OSError as exc:
+        # A read-only or vanished sendSms directory: this action fails, named, not the run.
+        path = os.path.join(runtime.send_dir, action.sms)
+        raise ApplyError(f"{action.interface}: cannot {action.kind.replace('_', ' ')} {path}: "
+                         f"{exc.strerror or exc}") from exc

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bmx7_wg.base.nodeid import MESH_NETWORK, tunnel_address
-from bmx7_wg.config import reader as config_reader
 from bmx7_wg.config.model import Bmx7Config, Config, InterfaceConfig
 from bmx7_wg.errors import Bmx7WgError
 from bmx7_wg.mesh.announce import MAX_SIZE as ANNOUNCEMENT_MAX_SIZE
@@ -120,7 +119,8 @@ def _published(
     except (ValueError, AnnouncementError):
         pass
     registered = None if parameters is None else name in runtime.registered_sms(parameters)
-    return ObservedAnnouncement(name, announcement, registered)
+    exists = os.path.lexists(os.path.join(runtime.send_dir, name))
+    return ObservedAnnouncement(name, announcement, registered, exists)
 
 
 def _parses(data: bytes) -> bool:
@@ -271,21 +271,24 @@ def bmx7_liveness(config: Config) -> Liveness | None:
     return Bmx7Runtime(config.bmx7.runtime_dir).liveness()
 
 
-def withdraw_announcements(config_path: str, interfaces: Iterable[str]) -> None:
-    """On `down`: stop publishing this node's announcement if its interface went away."""
+def publication(config: Config) -> tuple[str, Publication, ObservedAnnouncement] | None:
+    """The mesh interface, where its announcement is published, and what is published
+    there now (for `down` and `apply --confirm`); None without a mesh interface."""
+    iface = mesh_interface(config)
+    if iface is None or config.bmx7 is None:
+        return None
+    where = Publication(config.bmx7.runtime_dir, config.bmx7.announce)
+    return iface.name, where, published_at(where)
+
+
+def published_at(where: Publication) -> ObservedAnnouncement:
+    """What is published at `where` now, and whether bmx7 is told to publish it."""
+    runtime = Bmx7Runtime(where.runtime_dir)
     try:
-        cfg = config_reader.load(config_path)
+        parameters: tuple[Parameter, ...] | None = runtime.parameters()
     except Bmx7WgError:
-        return
-    iface = mesh_interface(cfg)
-    if iface is None or cfg.bmx7 is None or iface.name not in set(interfaces):
-        return
-    runtime = Bmx7Runtime(cfg.bmx7.runtime_dir)
-    try:
-        runtime.withdraw(cfg.bmx7.announce)
-        runtime.unregister_sms(cfg.bmx7.announce)
-    except Bmx7WgError as exc:
-        log.warning("%s: could not withdraw the mesh announcement: %s", iface.name, exc)
+        parameters = None  # bmx7 does not answer: whether the name is registered is unknown
+    return _published(runtime, where.sms, parameters)
 
 
 def watch_directories(config: Config, trust_dir: str | None = None) -> list[str]:

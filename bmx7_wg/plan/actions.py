@@ -405,6 +405,46 @@ class WriteHostNames(Action):
 
 
 @dataclass(frozen=True)
+class WithdrawAnnouncement(Action):
+    """Remove this node's announcement from bmx7's sendSms directory (`down`, a rollback)."""
+
+    runtime_dir: str = ""
+    sms: str = ""
+    kind: ClassVar[str] = "withdraw_announcement"
+
+    @property
+    def resource(self) -> str:
+        return f"sms {self.sms}"
+
+    @property
+    def needs(self) -> tuple[str, ...]:
+        return ()
+
+    def details(self) -> dict[str, Any]:
+        return {"sms": self.sms}
+
+
+@dataclass(frozen=True)
+class UnregisterSms(Action):
+    """Tell bmx7 to stop publishing the announcement's SMS name (`syncSms=-NAME`)."""
+
+    runtime_dir: str = ""
+    sms: str = ""
+    kind: ClassVar[str] = "unregister_sms"
+
+    @property
+    def resource(self) -> str:
+        return f"sms {self.sms} registration"
+
+    @property
+    def needs(self) -> tuple[str, ...]:
+        return ()
+
+    def details(self) -> dict[str, Any]:
+        return {"sms": self.sms}
+
+
+@dataclass(frozen=True)
 class DeviceChange:
     """Every device action for one interface, sent to the device in one transaction."""
 

@@ -6,10 +6,10 @@ order. `plan`, `apply --check` and `apply` all use it; nothing else compares sta
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
-from bmx7_wg.errors import ConflictError
+from bmx7_wg.errors import ConflictError, UsageError
 from bmx7_wg.plan.actions import (
     Action,
     AddAddress,
@@ -29,13 +29,17 @@ from bmx7_wg.plan.actions import (
     SetMtu,
     SetPrivateKey,
     SetUp,
+    UnregisterSms,
     UpdatePeer,
+    WithdrawAnnouncement,
     WriteHostNames,
 )
+from bmx7_wg.plan.desired import Publication
 from bmx7_wg.plan.state import (
     DesiredInterface,
     DesiredState,
     Device,
+    ObservedAnnouncement,
     ObservedInterface,
     ObservedState,
     Peer,
@@ -84,6 +88,77 @@ def plan(desired: DesiredState, observed: ObservedState) -> list[Action]:
     for name in port_order(desired, observed, deleted):
         actions += setups[name]
     return actions + _plan_announcement(desired, observed)
+
+
+def plan_down(
+    observed: ObservedState, names: Sequence[str], mesh: tuple[str, Publication] | None = None
+) -> list[Action]:
+    """What `down` does: withdraw this node's mesh announcement if its interface goes (so
+    that other nodes drop it before its link is gone), then delete the links.
+
+    `names` are the interfaces asked for (none: every managed one); `mesh` is the mesh
+    interface and where its announcement is published (`observed.announcement` says what
+    is published now). Raises UsageError for a name that is not here and ConflictError
+    for an interface bmx7-wg does not manage: nothing is planned then.
+    """
+    targets = list(dict.fromkeys(names)) or sorted(n for n, i in observed.interfaces.items() if i.managed)
+    for name in targets:
+        iface = observed.interfaces.get(name)
+        if iface is None:
+            raise UsageError(f"down: no interface named {name}")
+        if not iface.managed:
+            raise ConflictError(f"down: {name} is not managed by bmx7-wg; it is left alone")
+    actions: list[Action] = []
+    if mesh is not None and mesh[0] in targets:
+        actions += _withdraw(mesh[0], mesh[1], observed.announcement)
+    return actions + [DeleteLink(n, reason="bmx7-wg down") for n in targets]
+
+
+def _withdraw(
+    interface: str, where: Publication, have: ObservedAnnouncement | None, *, file: bool = True
+) -> list[Action]:
+    """Stop publishing: remove the sendSms file if it is there, and the SMS name if bmx7
+    is told to publish it (unknown while bmx7 does not answer: it forgets the name when
+    it restarts)."""
+    if have is None or have.sms != where.sms:
+        return []
+    actions: list[Action] = []
+    if file and (have.file_exists or have.announcement is not None):
+        actions.append(WithdrawAnnouncement(interface, runtime_dir=where.runtime_dir, sms=where.sms))
+    if have.registered:
+        actions.append(UnregisterSms(interface, runtime_dir=where.runtime_dir, sms=where.sms))
+    return actions
+
+
+def plan_rollback(
+    before: DesiredState,
+    before_published: ObservedAnnouncement | None,
+    observed: ObservedState,
+    mesh: tuple[str, Publication] | None = None,
+) -> list[Action]:
+    """What puts the system back as it was before an `apply --confirm`: `before` is the
+    state read then, taken as the desired state (the planner deletes the links that
+    apply created and restores keys, peers, addresses and routes), and the mesh
+    announcement as it was (`before_published`; published, withdrawn or unregistered
+    again). `mesh` is where the applied configuration publishes."""
+    actions = plan(before, observed)
+    if mesh is None:
+        return actions
+    interface, where = mesh
+    had = before_published if before_published is not None and before_published.sms == where.sms else None
+    have = observed.announcement
+    if have is None or have.sms != where.sms:
+        return actions
+    # Nothing readable was published: take away what apply published (a file that was
+    # there but did not parse is left as it is).
+    had_none = had is None or (had.announcement is None and not had.file_exists)
+    if had_none and have.announcement is not None:
+        actions.append(WithdrawAnnouncement(interface, runtime_dir=where.runtime_dir, sms=where.sms))
+    if had is None or had.registered is False:
+        actions = [a for a in actions if not isinstance(a, RegisterSms)]
+        if have.registered:
+            actions.append(UnregisterSms(interface, runtime_dir=where.runtime_dir, sms=where.sms))
+    return actions
 
 
 def link_plan(desired: DesiredState, observed: ObservedState) -> list[Action]:

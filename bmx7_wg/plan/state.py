@@ -98,6 +98,8 @@ class ObservedAnnouncement:
     # bmx7 is told to publish `sms` (syncSms); None: bmx7 cannot be asked now (not running),
     # so there is nothing to register with until it answers again.
     registered: bool | None
+    # The sendSms file is there, whether or not it parses (what `down` withdraws).
+    file_exists: bool = False
 
 
 @dataclass(frozen=True)

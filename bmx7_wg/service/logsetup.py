@@ -43,3 +43,27 @@ def setup_logging(level: int, *, service: bool) -> None:
             "without the journal fields (MESSAGE_ID, BMX7WG_*)",
             missing,
         )
+
+
+JOURNAL_SOCKET = "/run/systemd/journal/socket"
+
+
+def events_to_journal() -> None:
+    """Send the events (bmx7_wg.service.events) of a one-shot command to the journal too,
+    with their fields, if there is a journal: what `apply --confirm` rolls back is in the
+    journal, as the service's changes are. The other messages stay on stderr."""
+    if not os.path.exists(JOURNAL_SOCKET):
+        return
+    try:
+        from bmx7_wg.service.journal import journal_handler
+
+        handler = journal_handler()
+    except ImportError:
+        return
+    root = logging.getLogger("bmx7_wg")
+    for h in root.handlers:
+        if h.level == logging.NOTSET:
+            h.setLevel(root.level)  # stderr shows what it showed before
+    events = logging.getLogger("bmx7_wg.service.events")
+    events.setLevel(logging.INFO)
+    events.addHandler(handler)

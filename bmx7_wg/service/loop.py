@@ -22,7 +22,7 @@ import signal
 import time
 from collections.abc import Mapping
 
-from bmx7_wg import lock
+from bmx7_wg import lock, pending
 from bmx7_wg.config import reader as config_reader
 from bmx7_wg.config.model import DEFAULT_GRACE, Config
 from bmx7_wg.engine import Engine, reconcile
@@ -79,7 +79,11 @@ VANISHED_CHECK = 1.0  # seconds after the configuration file was removed, see wh
 # are a step (service/incremental.py) when one can follow the last full reconcile.
 WATCHDOG, RELOAD, PROBE, LINKS = "watchdog", "reload", "probe", "links"
 EVENTS, MESH, GRACE, RETRY, PERIODIC = "events", "mesh", "grace", "retry", "periodic"
-_NOT_RECONCILE = (WATCHDOG, RELOAD, PROBE, LINKS)
+CONFIRM = "confirm"
+_NOT_RECONCILE = (WATCHDOG, RELOAD, PROBE, LINKS, CONFIRM)
+# seconds: how often a service that defers to an `apply --confirm` looks whether it ended
+# (what falls due meanwhile is kept, and due at its end)
+CONFIRM_RECHECK = 0.5
 _STEPS = frozenset({MESH, GRACE})
 _PROBE_REASONS = {
     "down": "bmx7 stopped answering",
@@ -128,6 +132,8 @@ class Service:
         self.names = hostnames.MeshNames(config)  # the mesh peers' names in the hosts file
         self._saved: tuple[dict[str, Peer], float] | None = None  # what the state file holds, and when
         self.config_problem: str | None = None  # why the file on disk is not in force
+        self.deferring_to: int | None = None  # pid of the apply --confirm the service waits for
+        self.deferred: dict[str, list[str]] = {}  # timers due while it waits: key -> reasons
         self._stop = self._sighup = False
         self._signal_r, self._signal_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         # Endpoint names are looked up on threads; an answer that changes wakes the loop.
@@ -182,6 +188,9 @@ class Service:
         if due and self.notifier.watchdog_interval:
             self.notifier.watchdog()
             self.schedule.at(WATCHDOG, time.monotonic() + self.notifier.watchdog_interval, "watchdog")
+            del due[WATCHDOG]
+        if self._defer_to_confirm(due):
+            return
         reasons = [r for key, rs in due.items() if key not in _NOT_RECONCILE for r in rs]
         steps_only = bool(reasons) and _STEPS.issuperset(k for k in due if k not in _NOT_RECONCILE)
         if LINKS in due:
@@ -206,6 +215,36 @@ class Service:
             self.notifier.send("READY=1", f"STATUS={self.status_line()}")
         elif reasons and not (steps_only and self.mesh_step(reasons)):
             self.reconcile(reasons, read_all=PERIODIC in due)
+
+    def _defer_to_confirm(self, due: dict[str, list[str]]) -> bool:
+        """While an `apply --confirm` waits for its confirmation, change nothing: its
+        rollback plans from the state it read, and a reconcile now would apply the new
+        configuration again after the rollback restored the old. Everything due waits
+        (a full reconcile follows the end of the wait). True: deferred."""
+        holder = pending.holder()
+        if holder is None:
+            if self.deferring_to is not None:
+                log.info("apply --confirm (pid %d) ended; the service goes on", self.deferring_to)
+                self.deferring_to = None
+                due.pop(CONFIRM, None)
+                # What waited is due now, the configuration first (restored by a rollback,
+                # or the new one confirmed): a reconcile must never see the old one.
+                for key, reasons in self.deferred.items():
+                    self.schedule.cancel(key)
+                    due.setdefault(key, []).extend(r for r in reasons if r not in due[key])
+                self.deferred = {}
+                due.setdefault(RELOAD, []).append("apply --confirm ended")
+                due.setdefault(EVENTS, []).append("apply --confirm ended")
+            return False
+        if self.deferring_to != holder.pid:
+            self.deferring_to = holder.pid
+            log.info("%s: the service changes nothing until it ends", holder.describe())
+        for key, reasons in due.items():
+            if key != CONFIRM:
+                kept = self.deferred.setdefault(key, [])
+                kept.extend(r for r in reasons if r not in kept)
+        self.schedule.soon(CONFIRM, CONFIRM_RECHECK, "apply --confirm waits")
+        return True
 
     def _on_signal(self, signum: int, frame: object) -> None:
         if signum == signal.SIGHUP:

@@ -1,0 +1,248 @@
+"""`apply --confirm` as an administrator uses it, with the service running beside it:
+unconfirmed (by the deadline, by a lost terminal) everything is as before, the
+configuration file included; confirmed (by `confirm`, by a handshake) it stays; a second
+change meanwhile is refused."""
+
+from __future__ import annotations
+
+import difflib
+import os
+import pty
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+import pytest
+
+from bmx7_wg.service import events
+from tests.conftest import bmx7_wg_command, child_env
+from tests.integration.netns import BACKEND, Host, Lab
+from tests.integration.service import SLOW, Service
+
+pytestmark = pytest.mark.root
+
+
+class Admin:
+    """bmx7-wg commands on host a, with the run directory its service uses."""
+
+    def __init__(self, host: Host, run_dir: Path) -> None:
+        self.host = host
+        self.env = {**child_env(), "BMX7_WG_RUN_DIR": str(run_dir)}
+
+    def command(self, *args: str) -> list[str]:
+        config = str(self.host.config_path)
+        return ["ip", "netns", "exec", self.host.ns, *bmx7_wg_command(), "-c", config, *args]
+
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(self.command(*args), capture_output=True, text=True, env=self.env, timeout=120)
+
+    def start(self, *args: str, **kw: object) -> subprocess.Popen[str]:
+        return subprocess.Popen(self.command(*args), text=True, env=self.env, **kw)  # type: ignore[call-overload]
+
+
+@pytest.fixture
+def served(lab2: Lab, tmp_path: Path) -> Iterator[tuple[Lab, Service, Admin]]:
+    """a and b with a tunnel (configuration v1), `bmx7-wg run` on a."""
+    a = lab2.hosts[0]
+    for host in lab2.hosts:
+        host.write_config(lab2.config_for(host))
+        host.run("apply")
+    workdir = tmp_path / "svc"
+    workdir.mkdir()
+    svc = Service(workdir, a.ns, a.config_path)
+    try:
+        svc.wait_notify("READY=1")
+        yield lab2, svc, Admin(a, svc.run_dir)
+    finally:
+        svc.stop()
+
+
+def new_config(lab: Lab, tmp_path: Path) -> Path:
+    """Configuration v2 of a: another port and address, b's peer gone, a second interface."""
+    a = lab.hosts[0]
+    second = f"wg{lab.token}x"
+    text = lab.config_for(a, port=51999, peers=[]).replace(f"{a.tunnel_ip}/24", "10.78.0.1/24")
+    text += (
+        f'[interface.{second}]\nprivate_key_file = "{tmp_path / "second.key"}"\n'
+        f'listen_port = 51998\naddresses = ["10.79.0.1/24"]\nbackend = "{BACKEND}"\n'
+    )
+    path = tmp_path / "v2.toml"
+    path.write_text(text)
+    return path
+
+
+def read_until(stream: IO[str], needle: str, timeout: float = 60.0) -> str:
+    seen = ""
+    deadline = time.monotonic() + timeout * SLOW
+    while time.monotonic() < deadline:
+        line = stream.readline()
+        if not line:
+            break
+        seen += line
+        if needle in line:
+            return seen
+    raise AssertionError(f"no {needle!r} in the output: {seen}")
+
+
+def state(host: Host) -> tuple[list[str], bytes]:
+    """What an administrator could see change (lines: a difference reads well)."""
+    return host.snapshot().splitlines(), host.config_path.read_bytes()
+
+
+def assert_same(now: tuple[list[str], bytes], then: tuple[list[str], bytes]) -> None:
+    diff = "\n".join(difflib.unified_diff(then[0], now[0], "then", "now", lineterm=""))
+    assert not diff, diff
+    assert now[1] == then[1], "the configuration file differs"
+
+
+def wait_service_resumed(svc: Service) -> None:
+    """The service has seen the end of the wait and reconciled again."""
+    deadline = time.monotonic() + 30 * SLOW
+    while time.monotonic() < deadline:
+        if any("ended; the service goes on" in str(e.get("MESSAGE")) for e in svc.journal()):
+            break
+        time.sleep(0.2)
+    else:
+        raise AssertionError("the service never went on after apply --confirm")
+    svc.wait_notify("STATUS=", timeout=30)
+
+
+def test_unconfirmed_apply_rolls_back_system_and_file(
+    served: tuple[Lab, Service, Admin], tmp_path: Path
+) -> None:
+    lab, svc, admin = served
+    a, b = lab.hosts
+    before = state(a)
+    v2 = new_config(lab, tmp_path)
+    proc = admin.start("apply", "--confirm", "3", "--new-config", str(v2), stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE)  # fmt: skip
+    assert proc.stdout is not None
+    shown = read_until(proc.stdout, "bmx7-wg confirm")
+    assert f"{a.ifname}: set listen port 51999" in shown
+    assert f"wg{lab.token}x: create link" in shown
+    # Applied, and the service defers to it (it would re-apply the file otherwise).
+    assert a.exec("wg", "show", a.ifname, "listen-port").stdout.strip() == "51999"
+    assert a.config_path.read_bytes() == v2.read_bytes()
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 9, (out, err)
+    assert "not confirmed in time" in err and "rolled back" in err
+    assert f"undone: wg{lab.token}x: delete link" in out
+    assert_same(state(a), before)
+    assert a.ping(b.tunnel_ip)
+    # The rollback's changes are events in the journal.
+    # (The apply ran outside the service's journal namespace: the service's own view
+    # is what counts here: it goes on and changes nothing.)
+    wait_service_resumed(svc)
+    assert_same(state(a), before)
+    assert not any("apply --confirm" in str(e.get("MESSAGE")) and e.get("MESSAGE_ID") == events.APPLY_FAILED
+                   for e in svc.journal())  # fmt: skip
+    # Nothing of the claim is left; `confirm` now says it was rolled back.
+    assert not list(svc.run_dir.glob("confirm-netns-*[0-9]"))
+    late = admin.run("confirm")
+    assert late.returncode == 9 and "rolled back" in late.stderr
+
+
+def test_lost_terminal_rolls_back(served: tuple[Lab, Service, Admin], tmp_path: Path) -> None:
+    lab, svc, admin = served
+    a, b = lab.hosts
+    before = state(a)
+    v2 = new_config(lab, tmp_path)
+    master, slave = pty.openpty()
+    # setsid --ctty: the apply leads a session whose controlling terminal is the pty, as
+    # in an SSH login; closing the pty's master hangs the terminal up.
+    proc = subprocess.Popen(
+        ["setsid", "--ctty", *admin.command("apply", "--confirm", "600", "--new-config", str(v2))],
+        stdin=slave, stdout=slave, stderr=slave, env=admin.env, text=True,
+    )  # fmt: skip
+    os.close(slave)
+    output = b""
+    deadline = time.monotonic() + 60 * SLOW
+    while b"bmx7-wg confirm" not in output and time.monotonic() < deadline:
+        output += os.read(master, 4096)
+    assert b"bmx7-wg confirm" in output, output
+    assert a.exec("wg", "show", a.ifname, "listen-port").stdout.strip() == "51999"
+    os.close(master)  # the terminal goes away
+    assert proc.wait(timeout=120) == 9
+    assert_same(state(a), before)
+    assert a.ping(b.tunnel_ip)
+    wait_service_resumed(svc)
+    assert_same(state(a), before)
+
+
+def test_closed_input_rolls_back(served: tuple[Lab, Service, Admin], tmp_path: Path) -> None:
+    lab, _, admin = served
+    a = lab.hosts[0]
+    before = state(a)
+    v2 = new_config(lab, tmp_path)
+    proc = admin.start("apply", "--confirm", "600", "--new-config", str(v2), stdin=subprocess.PIPE,
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    assert proc.stdout is not None and proc.stdin is not None
+    read_until(proc.stdout, "bmx7-wg confirm")
+    proc.stdin.close()  # the controlling process's end of the pipe: gone
+    proc.wait(timeout=120)
+    assert proc.stderr is not None
+    err = proc.stderr.read()
+    assert proc.returncode == 9, err
+    assert "its input was closed" in err
+    assert_same(state(a), before)
+
+
+def test_confirmed_apply_stays_and_a_second_change_is_refused_meanwhile(
+    served: tuple[Lab, Service, Admin], tmp_path: Path
+) -> None:
+    lab, svc, admin = served
+    a = lab.hosts[0]
+    v2 = new_config(lab, tmp_path)
+    proc = admin.start("apply", "--confirm", "600", "--new-config", str(v2), stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE)  # fmt: skip
+    assert proc.stdout is not None
+    read_until(proc.stdout, "bmx7-wg confirm")
+    applied = state(a)
+    for verb in (["apply"], ["apply", "--confirm", "5"], ["down"]):
+        refused = admin.run(*verb)
+        assert refused.returncode == 8, (verb, refused.stderr)
+        assert f"apply --confirm (pid {proc.pid}) waits" in refused.stderr
+        assert "nothing was changed" in refused.stderr
+    assert admin.run("apply", "--check").returncode == 0  # check mode changes nothing: allowed
+    confirmed = admin.run("confirm")
+    assert confirmed.returncode == 0, confirmed.stderr
+    assert "confirmed" in confirmed.stdout
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "the changes stay" in out
+    wait_service_resumed(svc)
+    assert_same(state(a), applied)
+    assert a.config_path.read_bytes() == v2.read_bytes()
+    assert admin.run("confirm").stdout.strip() == "nothing to confirm: no apply --confirm is waiting"
+
+
+def test_a_fresh_handshake_confirms(lab2: Lab, tmp_path: Path) -> None:
+    a, b = lab2.hosts
+    b.write_config(lab2.config_for(b))
+    b.run("apply")
+    a.write_config(lab2.config_for(a, peers=[]))
+    a.run("apply")
+    admin = Admin(a, tmp_path / "run")
+    v2 = tmp_path / "v2.toml"
+    v2.write_text(lab2.config_for(a))  # b's peer added
+    proc = admin.start("apply", "--confirm", "600", "--new-config", str(v2), "--confirm-handshake", "host2",
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    assert proc.stdout is not None
+    read_until(proc.stdout, "bmx7-wg confirm")
+    assert a.ping(b.tunnel_ip)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "confirmed by a fresh handshake" in out
+    assert b.public_key in a.exec("wg", "show", a.ifname, "peers").stdout
+
+
+def test_an_apply_without_changes_does_not_wait(lab1: Lab, tmp_path: Path) -> None:
+    a = lab1.hosts[0]
+    a.write_config(lab1.config_for(a))
+    a.run("apply")
+    admin = Admin(a, tmp_path / "run")
+    proc = admin.run("apply", "--confirm", "600")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "no changes"

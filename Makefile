@@ -34,13 +34,19 @@ lint: test-setup
 unit: test-setup
 	PYTHONPATH=$(CURDIR) $(PYTHON_DEB) -m pytest -q -p no:cacheprovider tests/unit tests/fuzz $(PYTEST_ARGS)
 
+# The metrics suite scrapes with Debian's prometheus-node-exporter and lints with promtool
+# (package prometheus).
+METRICS_PACKAGES := prometheus prometheus-node-exporter
+
 integration: test-setup
+	scripts/ensure-packages $(METRICS_PACKAGES)
 	PYTHONPATH=$(CURDIR) $(PYTHON_DEB) -m pytest -q -p no:cacheprovider tests/integration $(PYTEST_ARGS)
 
 # The same suites against the current PyPI releases of pyroute2, cryptography and systemd-python.
 # (The Ansible role, the long fault/churn runs and the demo, which runs Debian's python3, do not depend
 # on the library versions: once is enough.)
 test-pypi: test-setup
+	scripts/ensure-packages $(METRICS_PACKAGES)
 	PYTHONPATH=$(CURDIR) $(PYTHON_PYPI) -m pytest -q -p no:cacheprovider tests/unit tests/integration \
 		--ignore=tests/integration/test_ansible.py --ignore=tests/integration/test_churn.py \
 		--ignore=tests/integration/test_faults.py --ignore=tests/integration/test_bench_smoke.py \

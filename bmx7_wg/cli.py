@@ -110,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="full reconcile at least this often, as a safety net (default 60)",
     )
     verbs.add_parser("confirm", help="keep the changes of the apply --confirm that waits")
+    verbs.add_parser(
+        "metrics", help="print handshakes, transfer, peers and mesh nodes in the Prometheus text format"
+    )
     verbs.add_parser("genkey", help="print a new private key (like wg genkey)")
     verbs.add_parser("pubkey", help="read a private key on stdin, print its public key (like wg pubkey)")
     p = verbs.add_parser(
@@ -301,6 +304,18 @@ def _say_lines(lines: list[str], *, err: bool = False) -> None:
         stream.flush()
     except OSError:
         pass
+
+
+def cmd_metrics(args: argparse.Namespace) -> int:
+    from bmx7_wg import metrics
+    from bmx7_wg.engine import Engine, reconcile
+    from bmx7_wg.system import System
+
+    cfg = _load(args)
+    with System() as system:
+        r = reconcile(Engine(system), cfg, check=True, verb="metrics")
+    sys.stdout.write(metrics.render(r.plan.observed, metrics.context(r)))
+    return 0
 
 
 def cmd_confirm(args: argparse.Namespace) -> int:
@@ -578,6 +593,7 @@ VERBS: dict[str, Callable[[argparse.Namespace], int]] = {
     "show": cmd_show,
     "down": cmd_down,
     "confirm": cmd_confirm,
+    "metrics": cmd_metrics,
     "run": cmd_run,
     "genkey": cmd_genkey,
     "pubkey": cmd_pubkey,

@@ -72,6 +72,15 @@ class Bmx7Config:
     grace: int = DEFAULT_GRACE  # seconds a vanished announcement's peer is kept
 
 
+# Where Debian's prometheus-node-exporter reads textfiles (--collector.textfile.directory).
+DEFAULT_METRICS_TEXTFILE = "/var/lib/prometheus/node-exporter/bmx7-wg.prom"
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    textfile: str = DEFAULT_METRICS_TEXTFILE  # "" : the service writes no metrics file
+
+
 @dataclass(frozen=True)
 class NamesConfig:
     """Mesh peers' names in a marked block of a hosts file (mesh/names.py, net/hostsfile.py)."""
@@ -86,6 +95,7 @@ class Config:
     interfaces: tuple[InterfaceConfig, ...] = ()
     bmx7: Bmx7Config | None = None
     names: NamesConfig = field(default_factory=NamesConfig)
+    metrics: MetricsConfig = MetricsConfig()
     # Source positions are kept out of equality: two identical configs compare equal.
     positions: Mapping[tuple[str | int, ...], tuple[int, int]] = field(
         default_factory=dict, compare=False, repr=False, hash=False

@@ -30,12 +30,14 @@ from bmx7_wg.config.model import (
     DEFAULT_GRACE,
     DEFAULT_HOSTS_FILE,
     DEFAULT_MESH_PORT,
+    DEFAULT_METRICS_TEXTFILE,
     DEFAULT_NAMES_DOMAIN,
     DEFAULT_STATE_DIR,
     Bmx7Config,
     Config,
     Endpoint,
     InterfaceConfig,
+    MetricsConfig,
     NamesConfig,
     PeerConfig,
 )
@@ -186,6 +188,9 @@ def _validate(document: dict[str, Any], text: str, path: str, state_dir: str) ->
     names = values.get("names")
     if names is None or names is _INVALID:
         names = NamesConfig(hosts_file=default_hosts_file())
+    metrics = values.get("metrics")
+    if not isinstance(metrics, MetricsConfig):
+        metrics = MetricsConfig()
     _check_listen_ports(interfaces, reader)
     _check_one_mesh_interface(interfaces, reader)
     if reader.diagnostics:
@@ -194,7 +199,9 @@ def _validate(document: dict[str, Any], text: str, path: str, state_dir: str) ->
             last = shown[-1]
             shown.append(Diagnostic(path, last.line, last.col, f"... and {reader.unlisted:,} more problems"))
         raise ConfigError(shown)
-    return Config(path=path, interfaces=interfaces, bmx7=bmx7, names=names, positions=reader.positions)
+    return Config(
+        path=path, interfaces=interfaces, bmx7=bmx7, names=names, metrics=metrics, positions=reader.positions
+    )
 
 
 def default_hosts_file() -> str:
@@ -818,6 +825,22 @@ def _domain(text: str) -> str:
     return text
 
 
+def _metrics(raw: object, path: KeyPath, reader: _Reader) -> MetricsConfig:
+    values = reader.with_defaults(reader.table(raw, path, METRICS_SETTINGS), path, METRICS_SETTINGS)
+    assert values is not None  # no metrics setting is required
+    return MetricsConfig(**values)
+
+
+def _textfile(text: str) -> str:
+    """"" (no file) or an absolute path ending in .prom (node_exporter reads no other)."""
+    if text == "":
+        return text
+    path = _absolute_path(text)
+    if not path.endswith(".prom"):
+        raise ValueError(f"{_quote(text)} does not end in .prom (node_exporter reads no other file)")
+    return path
+
+
 def _settings(*settings: Setting) -> dict[str, Setting]:
     return {s.name: s for s in settings}
 
@@ -864,8 +887,13 @@ PEER_SETTINGS = _settings(
     Setting("name", _text(), None),
 )
 
+METRICS_SETTINGS = _settings(
+    Setting("textfile", _text(_textfile), DEFAULT_METRICS_TEXTFILE),
+)
+
 TOP_SETTINGS = _settings(
     Setting("bmx7", _bmx7, None),
     Setting("names", _names, None),
+    Setting("metrics", _metrics, None),
     Setting("interface", _interfaces, ()),
 )

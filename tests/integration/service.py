@@ -32,6 +32,9 @@ mkdir -p /run/systemd /run/log
 mount -t tmpfs tmpfs /run/systemd
 mount -t tmpfs tmpfs /run/log
 mkdir -p /run/log/journal
+# The metrics textfile's default directory (prometheus-node-exporter's): the machine's own
+# is never written by a test's service.
+if [ -d /var/lib/prometheus ]; then mount -t tmpfs tmpfs /var/lib/prometheus; fi
 # Volatile storage (journald writes /run/log/journal until asked to flush): the test's directory.
 mount --bind "$JOURNAL_DIR" /run/log/journal
 env -u NOTIFY_SOCKET -u WATCHDOG_USEC /lib/systemd/systemd-journald &

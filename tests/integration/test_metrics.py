@@ -23,7 +23,7 @@ from tests.integration.service import SLOW, Service
 pytestmark = pytest.mark.root
 
 EXPORTER = "prometheus-node-exporter"
-SERIES = re.compile(r'^(bmx7_wg_\w+)\{([^}]*)\} (\S+)$')
+SERIES = re.compile(r"^(bmx7_wg_\w+)\{([^}]*)\} (\S+)$")
 
 
 def labels_of(text: str) -> dict[str, str]:

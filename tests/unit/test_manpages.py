@@ -75,7 +75,9 @@ def test_every_global_option_is_documented() -> None:
         assert f"*{opt}*" in options, f"{opt} missing from OPTIONS in bmx7-wg(8)"
 
 
-@pytest.mark.parametrize("verb", ["check", "plan", "apply", "show", "down", "run", "address"])
+@pytest.mark.parametrize(
+    "verb", ["check", "plan", "apply", "show", "down", "run", "address", "confirm", "metrics"]
+)
 def test_every_verb_option_is_documented(verb: str) -> None:
     verbs = _section(_scd("bmx7-wg.8"), "VERBS")
     entry = re.search(rf"^\*{verb}\*(.*?)(?=^\*\w+\*|\Z)", verbs, re.MULTILINE | re.DOTALL)
@@ -111,7 +113,13 @@ def _toml_literal(value: object) -> str | None:
 
 
 @pytest.mark.parametrize(
-    "cls", [config_model.Bmx7Config, config_model.InterfaceConfig, config_model.PeerConfig]
+    "cls",
+    [
+        config_model.Bmx7Config,
+        config_model.InterfaceConfig,
+        config_model.PeerConfig,
+        config_model.MetricsConfig,
+    ],
 )
 def test_every_config_key_is_documented_with_its_default(cls: type) -> None:
     page = _scd("bmx7-wg.toml.5")

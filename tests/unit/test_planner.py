@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from bmx7_wg.errors import ConflictError
+from bmx7_wg.errors import ConflictError, UsageError
 from bmx7_wg.keys import PresharedKey, PrivateKey, encode_key
 from bmx7_wg.plan.actions import (
     AddAddress,
@@ -28,7 +28,7 @@ from bmx7_wg.plan.actions import (
     UpdatePeer,
 )
 from bmx7_wg.plan.desired import Publication
-from bmx7_wg.plan.planner import link_plan, plan
+from bmx7_wg.plan.planner import link_plan, plan, plan_down, plan_rollback
 from bmx7_wg.plan.state import (
     Announcement,
     DesiredAnnouncement,
@@ -354,9 +354,7 @@ def test_a_route_moving_between_interfaces_is_removed_before_it_is_added() -> No
     net = "10.9.9.0/24"
     wga = have(name="wga", routes=frozenset({"10.9.1.0/24"}))
     wgb = have(name="wgb", routes=frozenset({"10.9.1.0/24", net}))
-    actions = run(
-        [want(name="wga", routes=frozenset({"10.9.1.0/24", net})), want(name="wgb")], [wga, wgb]
-    )
+    actions = run([want(name="wga", routes=frozenset({"10.9.1.0/24", net})), want(name="wgb")], [wga, wgb])
     assert actions == [RemoveRoute("wgb", network=net), AddRoute("wga", network=net)]
 
 
@@ -463,3 +461,99 @@ def test_link_plan_sees_links_addresses_and_routes_not_devices() -> None:
     missing = link_plan(desired, ObservedState({}))
     assert missing[0] == CreateLink("wg0", implementation="userspace")
     assert not any(a.device for a in missing)
+
+
+# -- down ---------------------------------------------------------------------------
+
+MESH = ("wg0", PUBLISH)
+
+
+def _down_state(published: ObservedAnnouncement | None = None) -> ObservedState:
+    foreign = have(name="wgx", managed=False)
+    return ObservedState({"wg0": have(), "wg1": have(name="wg1"), "wgx": foreign}, announcement=published)
+
+
+def test_down_withdraws_the_announcement_before_deleting_every_managed_link() -> None:
+    published = ObservedAnnouncement("wg-bmx7", Announcement(KEY.public_key(), 51820, ()), True, True)
+    actions = plan_down(_down_state(published), [], MESH)
+    assert [(a.kind, a.interface) for a in actions] == [
+        ("withdraw_announcement", "wg0"),
+        ("unregister_sms", "wg0"),
+        ("delete_link", "wg0"),
+        ("delete_link", "wg1"),
+    ]
+    assert actions[0].to_json() == {"interface": "wg0", "action": "withdraw_announcement", "sms": "wg-bmx7"}
+
+
+def test_down_of_another_interface_leaves_the_announcement() -> None:
+    published = ObservedAnnouncement("wg-bmx7", Announcement(KEY.public_key(), 51820, ()), True, True)
+    assert [a.kind for a in plan_down(_down_state(published), ["wg1"], MESH)] == ["delete_link"]
+
+
+def test_down_removes_a_file_that_does_not_parse_and_skips_an_unknown_registration() -> None:
+    published = ObservedAnnouncement("wg-bmx7", None, None, True)  # bmx7 does not answer
+    assert [a.kind for a in plan_down(_down_state(published), ["wg0"], MESH)] == [
+        "withdraw_announcement",
+        "delete_link",
+    ]
+    nothing = ObservedAnnouncement("wg-bmx7", None, False, False)
+    assert [a.kind for a in plan_down(_down_state(nothing), ["wg0"], MESH)] == ["delete_link"]
+
+
+def test_down_refuses_foreign_and_missing_interfaces_and_plans_nothing() -> None:
+    with pytest.raises(ConflictError, match="wgx is not managed"):
+        plan_down(_down_state(), ["wg0", "wgx"])
+    with pytest.raises(UsageError, match="no interface named wg9"):
+        plan_down(_down_state(), ["wg9"])
+
+
+# -- rollback of apply --confirm -------------------------------------------------------
+
+
+def test_rollback_plans_the_state_before_as_desired() -> None:
+    # Before: wg0 with peer A on port 51820. Applied: port 4000, peer B instead of A, an
+    # address more, and a new interface wg1.
+    before = DesiredState((want(),))
+    applied = have(
+        addresses=frozenset({"10.9.0.1/24", "10.8.0.1/24"}),
+        device=dev(listen_port=4000, peers={PEER_B.public_key: PEER_B}),
+        routes=frozenset({"10.9.2.0/24"}),
+    )
+    observed = ObservedState({"wg0": applied, "wg1": have(name="wg1")})
+    actions = plan_rollback(before, None, observed)
+    assert [(a.kind, a.interface) for a in actions] == [
+        ("delete_link", "wg1"),
+        ("remove_route", "wg0"),
+        ("remove_address", "wg0"),
+        ("set_listen_port", "wg0"),
+        ("remove_peer", "wg0"),
+        ("add_peer", "wg0"),
+        ("add_route", "wg0"),
+    ]
+    assert plan_rollback(before, None, ObservedState({"wg0": have()})) == []
+
+
+def test_rollback_brings_back_a_deleted_interface_with_its_key() -> None:
+    before = DesiredState((want(),))
+    actions = plan_rollback(before, None, ObservedState({}))
+    assert actions[0] == CreateLink("wg0", implementation="userspace")
+    key = next(a for a in actions if isinstance(a, SetPrivateKey))
+    assert key.private_key == KEY and key.public_key == KEY.public_key()
+
+
+def test_rollback_withdraws_an_announcement_that_was_not_there() -> None:
+    now = ObservedAnnouncement("wg-bmx7", Announcement(KEY.public_key(), 51820, ()), True, True)
+    observed = ObservedState({"wg0": have()}, announcement=now)
+    before_none = ObservedAnnouncement("wg-bmx7", None, False, False)
+    kinds = [a.kind for a in plan_rollback(DesiredState((want(),)), before_none, observed, MESH)]
+    assert kinds == ["withdraw_announcement", "unregister_sms"]
+
+
+def test_rollback_publishes_the_announcement_as_it_was() -> None:
+    old = Announcement(OTHER_KEY.public_key(), 40000, ("10.9.0.0/24",))
+    before = DesiredState((want(),), DesiredAnnouncement("wg0", PUBLISH.runtime_dir, PUBLISH.sms, old))
+    had = ObservedAnnouncement("wg-bmx7", old, True, True)
+    now = ObservedAnnouncement("wg-bmx7", Announcement(KEY.public_key(), 51820, ()), True, True)
+    actions = plan_rollback(before, had, ObservedState({"wg0": have()}, announcement=now), MESH)
+    assert [a.kind for a in actions] == ["publish_announcement"]
+    assert actions[0].to_json()["public_key"] == OTHER_KEY.public_key()

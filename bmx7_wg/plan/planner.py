@@ -109,7 +109,10 @@ def plan_down(
         if not iface.managed:
             raise ConflictError(f"down: {name} is not managed by bmx7-wg; it is left alone")
     actions: list[Action] = []
-    if mesh is not None and mesh[0] in targets:
+    # Down for all also withdraws an announcement whose interface is gone already (a
+    # down that could not withdraw it, an interface deleted by hand).
+    gone = not names and mesh is not None and mesh[0] not in observed.interfaces
+    if mesh is not None and (mesh[0] in targets or gone):
         actions += _withdraw(mesh[0], mesh[1], observed.announcement)
     return actions + [DeleteLink(n, reason="bmx7-wg down") for n in targets]
 

@@ -557,3 +557,14 @@ def test_rollback_publishes_the_announcement_as_it_was() -> None:
     actions = plan_rollback(before, had, ObservedState({"wg0": have()}, announcement=now), MESH)
     assert [a.kind for a in actions] == ["publish_announcement"]
     assert actions[0].to_json()["public_key"] == OTHER_KEY.public_key()
+
+
+def test_down_for_all_withdraws_an_announcement_whose_interface_is_gone() -> None:
+    published = ObservedAnnouncement("wg-bmx7", Announcement(KEY.public_key(), 51820, ()), True, True)
+    observed = ObservedState({"wg1": have(name="wg1")}, announcement=published)
+    assert [a.kind for a in plan_down(observed, [], MESH)] == [
+        "withdraw_announcement",
+        "unregister_sms",
+        "delete_link",
+    ]
+    assert [a.kind for a in plan_down(observed, ["wg1"], MESH)] == ["delete_link"]

@@ -12,6 +12,7 @@ directory.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -108,6 +109,9 @@ def claim(config: str) -> Pending:
             continue
         me = Pending(os.getpid(), process_start(os.getpid()) or 0, 0.0, config)
         write(me)
+        # How an earlier one ended no longer answers `confirm`: this one will.
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(last_path())
         return me
     raise ConfirmPending(f"cannot claim {path}: it keeps coming back; nothing was changed")
 

@@ -364,3 +364,20 @@ def test_the_names_settings_reach_the_file(fleet: Fleet) -> None:
     result = fleet.play(fleet.config(), role_vars={"bmx7_wg_names_domain": "Mesh"})
     assert result.returncode != 0
     assert "names.domain" in result.output and "lower case" in result.output
+
+
+def test_a_change_with_a_confirmation_timeout_is_confirmed_by_the_play(fleet: Fleet) -> None:
+    host, a, b = fleet.role_host, fleet.a, fleet.b
+    fleet.converge()
+    confirm = {"bmx7_wg_confirm_timeout": 60}
+    result = fleet.play(fleet.config(mtu=1380), role_vars=confirm)
+    assert result.returncode == 0, result.output
+    assert result.changed > 0, result.output
+    # Applied with apply --confirm, confirmed by the play: the change and the new file stay.
+    assert a.links()[a.ifname]["mtu"] == 1380
+    assert "mtu = 1380" in host.config_path.read_text()
+    assert not Path(f"{host.config_path}.new").exists()
+    assert a.ping(b.tunnel_ip)
+    again = fleet.play(fleet.config(mtu=1380), role_vars=confirm)
+    assert again.returncode == 0, again.output
+    assert again.changed == 0, again.output

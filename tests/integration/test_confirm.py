@@ -8,6 +8,7 @@ from __future__ import annotations
 import difflib
 import os
 import pty
+import stat
 import subprocess
 import time
 from collections.abc import Iterator
@@ -31,9 +32,12 @@ class Admin:
         self.host = host
         self.env = {**child_env(), "BMX7_WG_RUN_DIR": str(run_dir)}
 
+    mount_of: int | None = None  # run in this process's mount namespace (the service's journal)
+
     def command(self, *args: str) -> list[str]:
         config = str(self.host.config_path)
-        return ["ip", "netns", "exec", self.host.ns, *bmx7_wg_command(), "-c", config, *args]
+        cmd = ["ip", "netns", "exec", self.host.ns, *bmx7_wg_command(), "-c", config, *args]
+        return ["nsenter", "--target", str(self.mount_of), "--mount", *cmd] if self.mount_of else cmd
 
     def run(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(self.command(*args), capture_output=True, text=True, env=self.env, timeout=120)
@@ -116,6 +120,7 @@ def test_unconfirmed_apply_rolls_back_system_and_file(
     a, b = lab.hosts
     before = state(a)
     v2 = new_config(lab, tmp_path)
+    admin.mount_of = svc.pid  # the apply logs to the service's journal
     proc = admin.start("apply", "--confirm", "3", "--new-config", str(v2), stdout=subprocess.PIPE,
                        stderr=subprocess.PIPE)  # fmt: skip
     assert proc.stdout is not None
@@ -131,9 +136,15 @@ def test_unconfirmed_apply_rolls_back_system_and_file(
     assert f"undone: wg{lab.token}x: delete link" in out
     assert_same(state(a), before)
     assert a.ping(b.tunnel_ip)
-    # The rollback's changes are events in the journal.
-    # (The apply ran outside the service's journal namespace: the service's own view
-    # is what counts here: it goes on and changes nothing.)
+    # The rollback's changes are events in the journal, each with its action.
+    undone = svc.wait_journal(f"BMX7WG_INTERFACE=wg{lab.token}x", "BMX7WG_ACTION=delete_link")
+    assert "rollback of apply --confirm: not confirmed in time" in undone[0]["MESSAGE"]
+    assert undone[0]["MESSAGE_ID"] == events.CHANGE_APPLIED
+    restored = svc.wait_journal("BMX7WG_ACTION=restore_config")
+    assert str(a.config_path) in restored[0]["MESSAGE"]
+    private = a.key_path.read_text().strip()
+    assert all(private not in str(e) for e in svc.journal())
+    # The service goes on and changes nothing.
     wait_service_resumed(svc)
     assert_same(state(a), before)
     assert not any("apply --confirm" in str(e.get("MESSAGE")) and e.get("MESSAGE_ID") == events.APPLY_FAILED
@@ -200,6 +211,12 @@ def test_confirmed_apply_stays_and_a_second_change_is_refused_meanwhile(
     assert proc.stdout is not None
     read_until(proc.stdout, "bmx7-wg confirm")
     applied = state(a)
+    # What it keeps to roll back to (private keys among it) is root's alone.
+    (claim,) = [p for p in svc.run_dir.glob("confirm-netns-*") if p.is_dir()]
+    assert stat.S_IMODE(claim.stat().st_mode) == 0o700
+    assert sorted(f.name for f in claim.iterdir()) == ["before.json", "config", "pending"]
+    assert all(stat.S_IMODE(f.stat().st_mode) == 0o600 for f in claim.iterdir())
+    assert a.key_path.read_text().strip() in (claim / "before.json").read_text()
     for verb in (["apply"], ["apply", "--confirm", "5"], ["down"]):
         refused = admin.run(*verb)
         assert refused.returncode == 8, (verb, refused.stderr)

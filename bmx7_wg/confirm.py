@@ -58,7 +58,7 @@ class Result:
 
     actions: list[Action]
     failures: list[Failure]
-    outcome: str = ""  # "confirmed" | "rolled back" | "rollback failed" | "" (nothing to confirm)
+    outcome: str = ""  # "confirmed" | "rolled back" | "partly rolled back" | "" (nothing to confirm)
     reason: str = ""
     rollback: list[Action] = field(default_factory=list)
     rollback_failures: list[Failure] = field(default_factory=list)
@@ -236,7 +236,7 @@ def apply_confirmed(
         # claim behind for the service to defer to.
         mine = pending.read()
         if mine is not None and mine.pid == os.getpid():
-            pending.release("failed", "apply --confirm stopped by an error; see its message")
+            pending.release("stopped by an error", "see the message of apply --confirm")
         raise
     finally:
         waiter.close()
@@ -276,7 +276,7 @@ def _roll_back(snap: snapshot.Snapshot, result: Result, why: str) -> None:
         events.action_failed(failure, why=reason)
     result.rollback = outcome.done
     result.rollback_failures = outcome.failures
-    result.outcome = "rollback failed" if outcome.failures else "rolled back"
+    result.outcome = "partly rolled back" if outcome.failures else "rolled back"
 
 
 def raise_for(result: Result) -> None:
@@ -286,7 +286,7 @@ def raise_for(result: Result) -> None:
             f"{result.reason}: rolled back; the system and the configuration file are as they were "
             f"before ({len(result.rollback)} change(s) undone)"
         )
-    if result.outcome == "rollback failed":
+    if result.outcome == "partly rolled back":
         raise RollbackFailed(result.rollback_failures, applied=len(result.rollback), why=result.reason)
 
 

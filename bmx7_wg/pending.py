@@ -68,7 +68,7 @@ class Last:
     """How the last `apply --confirm` of this namespace ended."""
 
     pid: int
-    outcome: str  # "confirmed" | "rolled back" | "rollback failed"
+    outcome: str  # "confirmed" | "rolled back" | "partly rolled back"
     reason: str
     at: float
 

@@ -21,6 +21,7 @@ from bmx7_wg.service import events
 from tests.conftest import bmx7_wg_command, child_env
 from tests.integration.netns import BACKEND, Host, Lab
 from tests.integration.service import SLOW, Service
+from tests.integration.test_attacks import FakeBmx7, mesh_config
 
 pytestmark = pytest.mark.root
 
@@ -263,3 +264,67 @@ def test_an_apply_without_changes_does_not_wait(lab1: Lab, tmp_path: Path) -> No
     proc = admin.run("apply", "--confirm", "600")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "no changes"
+
+
+@pytest.fixture
+def mesh_node(tmp_path: Path) -> Iterator[tuple[Host, FakeBmx7, Admin]]:
+    lab = Lab(tmp_path, 1)
+    lab.make_keys()
+    bmx7 = FakeBmx7(tmp_path / "bmx7")
+    try:
+        host = lab.hosts[0]
+        mesh_config(host, bmx7, trust="all", accept="")
+        host.run("apply")
+        yield host, bmx7, Admin(host, tmp_path / "run")
+    finally:
+        bmx7.stop()
+        lab.close()
+
+
+def test_the_mesh_announcement_goes_back_as_it_was(
+    mesh_node: tuple[Host, FakeBmx7, Admin], tmp_path: Path
+) -> None:
+    host, bmx7, admin = mesh_node
+    sms = bmx7.root / "sms" / "sendSms" / "wg-bmx7"
+    before, announced = state(host), sms.read_bytes()
+    v2 = tmp_path / "v2.toml"
+    v2.write_text(host.config_path.read_text().replace("mesh = true", "mesh = true\nlisten_port = 40999"))
+    proc = admin.start("apply", "--confirm", "2", "--new-config", str(v2), stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE)  # fmt: skip
+    assert proc.stdout is not None
+    shown = read_until(proc.stdout, "bmx7-wg confirm")
+    assert "publish announcement" in shown and b"40999" in sms.read_bytes()
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 9, err
+    assert "undone: " in out and "publish announcement" in out
+    assert sms.read_bytes() == announced
+    assert_same(state(host), before)
+
+
+def test_a_rollback_that_cannot_finish_names_what_is_left(
+    mesh_node: tuple[Host, FakeBmx7, Admin], tmp_path: Path
+) -> None:
+    host, bmx7, admin = mesh_node
+    send_dir = bmx7.root / "sms" / "sendSms"
+    v2 = tmp_path / "v2.toml"
+    v2.write_text(host.config_path.read_text().replace("mesh = true", "mesh = true\nlisten_port = 40999"))
+    proc = admin.start("apply", "--confirm", "600", "--new-config", str(v2), stdin=subprocess.PIPE,
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    assert proc.stdout is not None and proc.stdin is not None and proc.stderr is not None
+    read_until(proc.stdout, "bmx7-wg confirm")
+    # sendSms/ becomes read-only for the waiting apply alone (its own mount namespace).
+    remount = f'mount --bind "{send_dir}" "{send_dir}" && mount -o remount,bind,ro "{send_dir}"'
+    subprocess.run(
+        ["nsenter", "--target", str(proc.pid), "--mount", "sh", "-c", remount], check=True, timeout=30
+    )
+    proc.stdin.close()
+    proc.wait(timeout=120)
+    err = proc.stderr.read()
+    assert proc.returncode == 5, err
+    assert "rollback incomplete" in err and "left as applied" in err
+    assert "publish announcement" in err and "Read-only file system" in err
+    # What could go back did: the port and the configuration file.
+    assert host.exec("wg", "show", host.ifname, "listen-port").stdout.strip() == "40456"
+    assert "40999" not in host.config_path.read_text()
+    assert b"40999" in (send_dir / "wg-bmx7").read_bytes()
+    assert admin.run("confirm").returncode == 9

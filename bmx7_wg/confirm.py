@@ -26,7 +26,7 @@ import select
 import signal
 import stat
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from types import FrameType
 
@@ -38,7 +38,7 @@ from bmx7_wg.keys import decode_key
 from bmx7_wg.plan.actions import Action
 from bmx7_wg.plan.execute import Failure
 from bmx7_wg.plan.planner import plan_rollback
-from bmx7_wg.plan.state import Implementation
+from bmx7_wg.plan.state import DesiredState, Implementation
 
 log = logging.getLogger(__name__)
 
@@ -188,6 +188,7 @@ def apply_confirmed(
     _check_peer_name(cfg, handshake_peer)
     claim = pending.claim(os.path.abspath(config_path))
     waiter = Waiter()
+    applying = False  # from here on, the system may differ from the snapshot
     try:
         before_config = snapshot.read_config(config_path)
         with lock.held("apply"), System() as system:
@@ -198,6 +199,7 @@ def apply_confirmed(
             mode = before_config.mode if before_config.data is not None else 0o644
             snapshot.write_atomically(config_path, new_bytes, mode, before_config.uid, before_config.gid)
         started = time.time()
+        applying = True
         with System() as system:
             r = reconcile(Engine(system), cfg, check=False, verb="apply", on_done=_applied)
         result = Result(r.actions, r.failures)
@@ -230,16 +232,30 @@ def apply_confirmed(
         _roll_back(snapshot.load(pending.directory()), result, why)
         pending.release(result.outcome, why)
         return result
-    except BaseException:
-        # Whatever went wrong before the wait (a state that cannot be read, a lock held
-        # too long): nothing was applied, or the caller sees the error; never leave the
-        # claim behind for the service to defer to.
+    except BaseException as exc:
+        # An error (a state that cannot be read, a lock held too long, a bug): what may
+        # have been applied goes back as for any other end without a confirmation, and
+        # the claim never stays behind for the service to defer to.
         mine = pending.read()
         if mine is not None and mine.pid == os.getpid():
-            pending.release("stopped by an error", "see the message of apply --confirm")
+            why = f"stopped by an error ({type(exc).__name__})"
+            if applying:
+                _roll_back_after_error(why)
+            pending.release("stopped by an error", why)
         raise
     finally:
         waiter.close()
+
+
+def _roll_back_after_error(why: str) -> None:
+    result = Result([], [])
+    try:
+        _roll_back(snapshot.load(pending.directory()), result, why)
+    except Exception as exc:  # the error being raised says more; this one is logged
+        log.error("apply --confirm: the rollback after an error failed too: %s", exc)
+        return
+    left = "; ".join(f.describe() for f in result.rollback_failures)
+    log.warning("apply --confirm %s: %s%s", why, result.outcome, f"; left as applied: {left}" if left else "")
 
 
 def _applied(action: Action) -> None:
@@ -310,11 +326,11 @@ def _check_peer_name(cfg: Config, peer: str | None) -> None:
     )
 
 
-def _handshake_check(peer: str, desired: object, since: float) -> Callable[[], bool] | None:
-    from bmx7_wg.plan.state import DesiredState
+def _handshake_check(peer: str, desired: DesiredState, since: float) -> Callable[[], bool] | None:
+    """A look at whether `peer` (a key or a name) has a handshake since `since`; None
+    when the applied state has no such peer."""
     from bmx7_wg.system import System
 
-    assert isinstance(desired, DesiredState)
     target = next(
         (
             (d.name, k, d.implementation)
@@ -373,7 +389,3 @@ def confirm(say: Callable[[str], None]) -> None:
             return
         time.sleep(0.05)
     raise NotConfirmed(f"confirm: apply --confirm (pid {p.pid}) did not answer within {CONFIRM_WAIT:g} s")
-
-
-def describe(actions: Sequence[Action]) -> list[str]:
-    return [a.describe() for a in actions]

@@ -269,8 +269,11 @@ def _apply_confirmed(args: argparse.Namespace) -> int:
         show_applied=show_applied,
     )
     if args.json:
-        out: dict[str, Any] = {"changed": bool(result.actions), "check": False,
-                               "actions": [a.to_json() for a in result.actions]}
+        out: dict[str, Any] = {
+            "changed": bool(result.actions),
+            "check": False,
+            "actions": [a.to_json() for a in result.actions],
+        }
         if result.failures:
             out["failed"] = [f.to_json() for f in result.failures]
         out["confirm"] = {"outcome": result.outcome or "nothing to confirm", "reason": result.reason}
@@ -314,7 +317,9 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     cfg = _load(args)
     with System() as system:
         r = reconcile(Engine(system), cfg, check=True, verb="metrics")
-    sys.stdout.write(metrics.render(r.plan.observed, metrics.context(r)))
+    sys.stdout.write(
+        metrics.render(r.plan.observed, metrics.context(r.plan.desired, r.plan.mesh_peers, r.mesh))
+    )
     return 0
 
 
@@ -494,8 +499,11 @@ def _publication_for_down(args: argparse.Namespace) -> tuple[str, Publication, O
     try:
         cfg = reader.load(args.config)
     except Bmx7WgError as exc:
-        log.warning("cannot read %s (%s): a mesh announcement is not withdrawn", args.config,
-                    str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        log.warning(
+            "cannot read %s (%s): a mesh announcement is not withdrawn",
+            args.config,
+            str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+        )
         return None
     return publication(cfg)
 

@@ -18,13 +18,10 @@ import bisect
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from bmx7_wg.mesh.escape import escape
-from bmx7_wg.plan.state import ObservedState
-
-if TYPE_CHECKING:
-    from bmx7_wg.engine import Reconciled
+from bmx7_wg.mesh.session import MeshSession
+from bmx7_wg.plan.state import DesiredState, ObservedState, Peer
 
 PREFIX = "bmx7_wg_"
 MAX_LABEL = 64  # characters of a host name kept in a label
@@ -199,18 +196,23 @@ class Context:
     bmx7_up: bool | None = None
 
 
-def context(result: Reconciled, held: Mapping[str, int] | None = None) -> Context:
-    """The labels and mesh counts of a reconcile (`held`: interface -> peers held by the
-    service's grace; a one-shot command holds none)."""
+def context(
+    desired: DesiredState,
+    mesh_peers: Mapping[str, tuple[Peer, ...]],
+    mesh: MeshSession,
+    held: Mapping[str, int] | None = None,
+) -> Context:
+    """The labels and mesh counts of a reconcile: its desired state, its planned mesh
+    peers and what it read of the mesh (`held`: interface -> peers held by the service's
+    grace; a one-shot command holds none)."""
     labels = {
         d.name: {k: PeerLabel(p.name or "", p.node_id or "") for k, p in d.peers.items()}
-        for d in result.plan.desired.interfaces
+        for d in desired.interfaces
     }
-    mesh = result.mesh
     nodes: dict[str, dict[str, int]] = {}
     if mesh.interface is not None and mesh.liveness is not None:
         name = mesh.interface.name
-        peers = result.plan.mesh_peers.get(name, ())
+        peers = mesh_peers.get(name, ())
         peer_ids = {p.node_id for p in peers if p.node_id}
         refused = {n for n, _ in mesh.refusals} - peer_ids  # a refused network leaves the peer
         policy = mesh.policy

@@ -24,13 +24,14 @@ REPO = Path(__file__).resolve().parents[2]
 # __init__ (its version); "__main__" is `python -m bmx7_wg`.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("bmx7_wg", "base", "errors"),
-    ("keys", "lock"),
+    ("keys", "lock", "pending"),
     ("config",),
     ("plan",),
     ("mesh", "net", "wireguard"),
-    ("system", "show", "lookup"),
+    ("system", "show", "lookup", "snapshot", "metrics"),
     ("engine",),
     ("service",),
+    ("confirm",),
     ("cli",),
     ("__main__",),
 )

@@ -6,7 +6,7 @@ counts and the service's own numbers, and returns the text. Label values other n
 chose (host names) are escaped twice: made printable (mesh/escape.py), then escaped as
 the format asks (backslash, double quote, newline). The series stay bounded: three per
 peer, a handful per interface, a fixed set for the service; a host name is cut at
-MAX_LABEL characters. At 10,000 peers the text is about 3 MB (see README).
+MAX_LABEL characters. At 10,000 peers the text is 6.3 MB, rendered in 0.2 s (see README).
 
 `write_textfile` writes the file atomically (a temporary file in the same directory,
 renamed into place): node_exporter never reads half a file.

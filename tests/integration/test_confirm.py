@@ -13,7 +13,6 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
 
 import pytest
 
@@ -78,17 +77,20 @@ def new_config(lab: Lab, tmp_path: Path) -> Path:
     return path
 
 
-def read_until(stream: IO[str], needle: str, timeout: float = 60.0) -> str:
+def read_until(proc: subprocess.Popen[str], needle: str, timeout: float = 60.0) -> str:
+    """proc's standard output up to the line with `needle` (its errors if it ends first)."""
+    assert proc.stdout is not None
     seen = ""
     deadline = time.monotonic() + timeout * SLOW
     while time.monotonic() < deadline:
-        line = stream.readline()
+        line = proc.stdout.readline()
         if not line:
             break
         seen += line
         if needle in line:
             return seen
-    raise AssertionError(f"no {needle!r} in the output: {seen}")
+    errors = proc.stderr.read() if proc.stderr is not None and proc.poll() is not None else ""
+    raise AssertionError(f"no {needle!r} in the output: {seen}{errors}")
 
 
 def state(host: Host) -> tuple[list[str], bytes]:
@@ -125,7 +127,7 @@ def test_unconfirmed_apply_rolls_back_system_and_file(
     proc = admin.start("apply", "--confirm", "3", "--new-config", str(v2), stdout=subprocess.PIPE,
                        stderr=subprocess.PIPE)  # fmt: skip
     assert proc.stdout is not None
-    shown = read_until(proc.stdout, "bmx7-wg confirm")
+    shown = read_until(proc, "bmx7-wg confirm")
     assert f"{a.ifname}: set listen port 51999" in shown
     assert f"wg{lab.token}x: create link" in shown
     # Applied, and the service defers to it (it would re-apply the file otherwise).
@@ -191,7 +193,7 @@ def test_closed_input_rolls_back(served: tuple[Lab, Service, Admin], tmp_path: P
     proc = admin.start("apply", "--confirm", "600", "--new-config", str(v2), stdin=subprocess.PIPE,
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
     assert proc.stdout is not None and proc.stdin is not None
-    read_until(proc.stdout, "bmx7-wg confirm")
+    read_until(proc, "bmx7-wg confirm")
     proc.stdin.close()  # the controlling process's end of the pipe: gone
     proc.wait(timeout=120)
     assert proc.stderr is not None
@@ -210,7 +212,7 @@ def test_confirmed_apply_stays_and_a_second_change_is_refused_meanwhile(
     proc = admin.start("apply", "--confirm", "600", "--new-config", str(v2), stdout=subprocess.PIPE,
                        stderr=subprocess.PIPE)  # fmt: skip
     assert proc.stdout is not None
-    read_until(proc.stdout, "bmx7-wg confirm")
+    read_until(proc, "bmx7-wg confirm")
     applied = state(a)
     # What it keeps to roll back to (private keys among it) is root's alone.
     (claim,) = [p for p in svc.run_dir.glob("confirm-netns-*") if p.is_dir()]
@@ -248,7 +250,7 @@ def test_a_fresh_handshake_confirms(lab2: Lab, tmp_path: Path) -> None:
     proc = admin.start("apply", "--confirm", "600", "--new-config", str(v2), "--confirm-handshake", "host2",
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
     assert proc.stdout is not None
-    read_until(proc.stdout, "bmx7-wg confirm")
+    read_until(proc, "bmx7-wg confirm")
     assert a.ping(b.tunnel_ip)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
@@ -292,7 +294,7 @@ def test_the_mesh_announcement_goes_back_as_it_was(
     proc = admin.start("apply", "--confirm", "2", "--new-config", str(v2), stdout=subprocess.PIPE,
                        stderr=subprocess.PIPE)  # fmt: skip
     assert proc.stdout is not None
-    shown = read_until(proc.stdout, "bmx7-wg confirm")
+    shown = read_until(proc, "bmx7-wg confirm")
     assert "publish announcement" in shown and b"40999" in sms.read_bytes()
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 9, err
@@ -311,7 +313,7 @@ def test_a_rollback_that_cannot_finish_names_what_is_left(
     proc = admin.start("apply", "--confirm", "600", "--new-config", str(v2), stdin=subprocess.PIPE,
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
     assert proc.stdout is not None and proc.stdin is not None and proc.stderr is not None
-    read_until(proc.stdout, "bmx7-wg confirm")
+    read_until(proc, "bmx7-wg confirm")
     # sendSms/ becomes read-only for the waiting apply alone (its own mount namespace).
     remount = f'mount --bind "{send_dir}" "{send_dir}" && mount -o remount,bind,ro "{send_dir}"'
     subprocess.run(

@@ -37,7 +37,10 @@ class Admin:
     def command(self, *args: str) -> list[str]:
         config = str(self.host.config_path)
         cmd = ["ip", "netns", "exec", self.host.ns, *bmx7_wg_command(), "-c", config, *args]
-        return ["nsenter", "--target", str(self.mount_of), "--mount", *cmd] if self.mount_of else cmd
+        if self.mount_of is None:
+            return cmd
+        # --root and --wd: the test may run in a root directory of its own (the VM harness).
+        return ["nsenter", "--target", str(self.mount_of), "--mount", "--root", "--wd", *cmd]
 
     def run(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(self.command(*args), capture_output=True, text=True, env=self.env, timeout=120)
@@ -317,7 +320,9 @@ def test_a_rollback_that_cannot_finish_names_what_is_left(
     # sendSms/ becomes read-only for the waiting apply alone (its own mount namespace).
     remount = f'mount --bind "{send_dir}" "{send_dir}" && mount -o remount,bind,ro "{send_dir}"'
     subprocess.run(
-        ["nsenter", "--target", str(proc.pid), "--mount", "sh", "-c", remount], check=True, timeout=30
+        ["nsenter", "--target", str(proc.pid), "--mount", "--root", "--wd", "sh", "-c", remount],
+        check=True,
+        timeout=30,
     )
     proc.stdin.close()
     proc.wait(timeout=120)

@@ -196,7 +196,7 @@ class Service:
         if due and self.notifier.watchdog_interval:
             self.notifier.watchdog()
             self.schedule.at(WATCHDOG, time.monotonic() + self.notifier.watchdog_interval, "watchdog")
-            del due[WATCHDOG]
+            due.pop(WATCHDOG, None)
         if due.pop(METRICS, None) is not None:
             self._write_metrics(fresh=True)
         if self._defer_to_confirm(due):

@@ -231,6 +231,10 @@ class MeshGrace:
         ]
         return min(ends) if ends else None
 
+    def held_count(self, interface: str) -> int:
+        """How many mesh peers of `interface` are held now (the metrics' "held" nodes)."""
+        return len(self._held.get(interface, {}))
+
     def knows(self, interface: str) -> bool:
         """Whether the mesh of `interface` was read (or restored) at least once."""
         return interface in self._last

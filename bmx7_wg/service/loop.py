@@ -534,7 +534,7 @@ class Service:
             for failure in result.failures:
                 events.action_failed(failure, why=why)
             self.metrics.failed_changes += len(result.failures)
-            held = {d.name: len(self.grace.held_peers(d.name)) for d in desired.interfaces}
+            held = {d.name: self.grace.held_count(d.name) for d in desired.interfaces}
             self.metrics_context = metrics.context(desired, result.plan.mesh_peers, result.mesh, held)
             if result.failures:
                 raise ChangesFailed(result.failures, applied=len(result.actions))

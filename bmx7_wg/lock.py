@@ -176,8 +176,8 @@ def _remove_if_not_private(dir_fd: int, path: str) -> None:
         st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
     except FileNotFoundError:
         return
-    if is_private(st):
-        return
+    if is_private(st) or (st.st_nlink == 0 and stat.S_ISREG(st.st_mode)):
+        return  # a private lock file, or one its holder is removing right now: not ours to remove
     what = "a symbolic link" if stat.S_ISLNK(st.st_mode) else f"mode {stat.S_IMODE(st.st_mode):04o}"
     log.warning(
         "replacing the lock file %s: it is not a private file of this user (%s, owner %d, %d links); "
@@ -189,6 +189,8 @@ def _remove_if_not_private(dir_fd: int, path: str) -> None:
     )
     try:
         os.unlink(name, dir_fd=dir_fd)
+    except FileNotFoundError:
+        pass  # its holder removed it meanwhile: the caller opens what is there now
     except OSError as exc:
         raise LockBusy(f"cannot replace the lock file {path}: {exc.strerror}") from None
 

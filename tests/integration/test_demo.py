@@ -81,9 +81,10 @@ def check_mesh(out: str) -> None:
                          netns(i, "wg", "show", f"wgmesh-n{i}", "endpoints").strip().splitlines())
         assert set(endpoints) == {keys[j] for j in keys if j != i}, (i, endpoints)
         assert all(e.startswith("[fd70:") and e.endswith("]:40456") for e in endpoints.values())
-    # ping -c 3 -w 20 stops at 3 replies: a first echo lost to the handshake on a loaded machine
-    # makes it 4 sent.
-    assert re.search(r"\d+ packets transmitted, 3 received", out), out
+    # ping -c 3 -w 20 stops at 3 replies, but echoes sent while the first handshake is retried
+    # (an IPv6 underlay drops the first one: 5 s) are answered together once it completes: 3 or more.
+    received = re.search(r"\d+ packets transmitted, (\d+) received", out)
+    assert received and int(received.group(1)) >= 3, out
     far = re.search(r"ping from node1 to node3's tunnel address (fd77:\S+)", out)
     assert far, out
     # Still up after the demo: node1 reaches node3 through the tunnel, whose endpoint is two hops away.

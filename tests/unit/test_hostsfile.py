@@ -147,7 +147,7 @@ def test_concurrent_editors_never_lose_bytes_outside_the_block(tmp_path: Path) -
 
 @settings(max_examples=300, deadline=None)
 @given(
-    st.text(alphabet=st.characters(codec="latin-1"), max_size=200),
+    st.text(alphabet=st.characters(max_codepoint=255), max_size=200),
     st.lists(st.text("abc:019.\t ", min_size=1, max_size=20), max_size=4),
 )
 def test_outside_the_block_is_byte_for_byte_what_it_was(outside: str, lines: list[str]) -> None:

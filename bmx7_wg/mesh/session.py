@@ -26,6 +26,7 @@ from bmx7_wg.mesh.bmx7 import (
     Parameter,
     ReceivedCache,
     ReceivedFile,
+    parse_parameters_text,
     read_trusted_nodes,
 )
 from bmx7_wg.mesh.grace import HoldEvent, MeshGrace
@@ -285,9 +286,11 @@ def published_at(where: Publication) -> ObservedAnnouncement:
     """What is published at `where` now, and whether bmx7 is told to publish it."""
     runtime = Bmx7Runtime(where.runtime_dir)
     try:
-        parameters: tuple[Parameter, ...] | None = runtime.parameters()
+        # From bmx7 itself, not json/parameters: that file outlives a stopped bmx7, which
+        # forgets the name (so `down` would try to unregister it from a daemon not there).
+        parameters: tuple[Parameter, ...] | None = parse_parameters_text(runtime.command("parameters"))
     except Bmx7WgError:
-        parameters = None  # bmx7 does not answer: whether the name is registered is unknown
+        parameters = None  # bmx7 does not answer: it publishes nothing it could be told to stop
     return _published(runtime, where.sms, parameters)
 
 

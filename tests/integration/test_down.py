@@ -84,3 +84,18 @@ def test_down_fails_loudly_when_the_announcement_cannot_be_withdrawn(
     result = host.run_json("down")
     assert [a["action"] for a in result["actions"]] == ["withdraw_announcement"]
     assert not (send_dir / "wg-bmx7").exists()
+
+
+def test_down_with_bmx7_stopped_withdraws_what_is_there(mesh_node: tuple[Host, FakeBmx7]) -> None:
+    # A stopped bmx7 leaves json/parameters naming the SMS it published, but publishes nothing:
+    # there is no name to unregister, and down finishes (before: exit 5, "bmx7 does not answer").
+    host, bmx7 = mesh_node
+    bmx7.stop()
+    (bmx7.root / "json").mkdir(exist_ok=True)
+    (bmx7.root / "json" / "parameters").write_text(
+        '{ "OPTIONS": [ { "name": "syncSms", "INSTANCES": [ { "value": "wg-bmx7" } ] } ] }\n'
+    )
+    result = host.run_json("down")
+    assert [a["action"] for a in result["actions"]] == ["withdraw_announcement", "delete_link"]
+    assert host.ifname not in host.links()
+    assert not (bmx7.root / "sms" / "sendSms" / "wg-bmx7").exists()

@@ -394,14 +394,21 @@ class WriteHostNames(Action):
     def needs(self) -> tuple[str, ...]:
         return ()  # names are written for the peers there are, whatever else failed
 
+    @property
+    def name_count(self) -> int:
+        """How many names the block gives (each line: an address, then its names)."""
+        return sum(len(line.split()) - 1 for line in self.lines)
+
     def details(self) -> dict[str, Any]:
-        return {"path": self.path, "names": sum(len(line.split()) - 1 for line in self.lines)}
+        return {"path": self.path, "names": self.name_count}
 
     def describe(self) -> str:
         if not self.lines:
             return f"{self.interface}: remove the mesh names from {self.path}"
-        names = sum(len(line.split()) - 1 for line in self.lines)
-        return f"{self.interface}: write {names} mesh name(s) of {len(self.lines)} peer(s) to {self.path}"
+        return (
+            f"{self.interface}: write {self.name_count} mesh name(s) of {len(self.lines)} peer(s)"
+            f" to {self.path}"
+        )
 
 
 @dataclass(frozen=True)

@@ -58,13 +58,13 @@ def changed(output: str) -> bool:
 Times = dict[str, dict[str, list[tuple[float, float]]]]  # variant -> command -> (wall, cpu) per run
 
 
-def bench_size(n: int, runs: int, python: str) -> Times:
-    ns = Namespace()
+def bench_size(n: int, runs: int, python: str, backend: str = "userspace") -> Times:
+    ns = Namespace(backend)
     times: Times = {v: {c: [] for c in COMMANDS} for v in VARIANTS}
     try:
         with tempfile.TemporaryDirectory(prefix="bmx7-wg-paths.") as tmp:
             ifname = f"bp{ns.token}"
-            work = Workload(Path(tmp), n, ifname, python)
+            work = Workload(Path(tmp), n, ifname, python, backend)
             conf = str(work.bmx7_conf(0))
             for _ in range(runs):
                 order = list(VARIANTS)
@@ -116,12 +116,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="100,1000,10000")
     parser.add_argument("--runs", type=int, default=9)
     parser.add_argument("--python", default=sys.executable, help="the python that runs bmx7-wg")
+    parser.add_argument(
+        "--backend",
+        choices=("userspace", "kernel"),
+        default="userspace",
+        help="wireguard-go (the default) or the kernel's WireGuard (inside vm/run)",
+    )
     parser.add_argument("--report", metavar="JSON", help="print the table of an earlier run")
     args = parser.parse_args(argv)
     if args.report:
         print(report(json.loads(Path(args.report).read_text())))
         return 0
-    results = {n: bench_size(int(n), args.runs, args.python) for n in args.sizes.split(",")}
+    results = {n: bench_size(int(n), args.runs, args.python, args.backend) for n in args.sizes.split(",")}
     json.dump(results, sys.stdout, indent=1)
     sys.stdout.write("\n")
     return 0

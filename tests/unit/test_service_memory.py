@@ -10,7 +10,7 @@ from bmx7_wg.mesh.grace import Remembered
 from bmx7_wg.plan.state import Peer
 from bmx7_wg.service.state import SAVE_EVERY, MemoryWriter, MeshMemory
 
-NODE = "A" * 64
+NODE = "A" * 56
 KEY = "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg="
 
 

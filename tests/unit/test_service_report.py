@@ -16,8 +16,8 @@ from bmx7_wg.plan.state import Device, ObservedInterface, ObservedState, Peer, P
 from bmx7_wg.service import events
 from bmx7_wg.service.report import RECENT_HANDSHAKE, Report
 
-NODE_A = "A" * 64
-NODE_B = "B" * 64
+NODE_A = "A" * 56
+NODE_B = "B" * 56
 KEY_1 = "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg="
 KEY_2 = "A" * 43 + "="
 NOW = 1_800_000_000.0

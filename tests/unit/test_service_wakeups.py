@@ -31,7 +31,7 @@ RECEIVED = "/run/bmx7/sms/rcvdSms"
 TRUSTED = "/etc/bmx7/trustedNodes"
 MESH_WATCHED = Watched("/etc/bmx7-wg/bmx7-wg.toml", frozenset({RECEIVED, TRUSTED}), RUNTIME)
 STATIC_WATCHED = Watched("/etc/bmx7-wg/bmx7-wg.toml", frozenset(), None)
-NODE_FILE = "A1B2C3D4" * 8 + ":wg-bmx7"
+NODE_FILE = "A1B2C3D4" * 7 + ":wg-bmx7"
 
 
 def timers(directory: str, name: str, mask: int, watched: Watched = MESH_WATCHED) -> list[Timer]:
@@ -83,7 +83,7 @@ def test_rcvdsms_itself_going_away_is_a_full_reconcile() -> None:
 
 
 def test_a_trust_change_is_a_full_reconcile() -> None:
-    assert timers(TRUSTED, "0123ABCD" * 8, IN_CREATE) == [
+    assert timers(TRUSTED, "0123ABCD" * 7, IN_CREATE) == [
         Timer(EVENTS, DEBOUNCE, "mesh announcements or trust changed")
     ]
 

@@ -104,9 +104,8 @@ def file_event_meaning(ev: FileEvent, watched: Watched) -> FileEventMeaning:
     """What inotify's event `ev` means, given what is watched."""
     config_dir, config_name = os.path.split(watched.config_path)
     if ev.mask & IN_Q_OVERFLOW:
-        return FileEventMeaning(
-            (Timer(EVENTS, DEBOUNCE, "file events overflowed"), Timer(RELOAD, DEBOUNCE, "file events overflowed"))
-        )
+        lost = "file events overflowed"
+        return FileEventMeaning((Timer(EVENTS, DEBOUNCE, lost), Timer(RELOAD, DEBOUNCE, lost)))
     if ev.directory == config_dir and ev.name == config_name:
         # Only a complete file: written and closed, or renamed into place. Its creation,
         # truncation or removal says nothing about its new content.
@@ -128,7 +127,8 @@ def file_event_meaning(ev: FileEvent, watched: Watched) -> FileEventMeaning:
     if ev.directory in watched.mesh_dirs:
         return FileEventMeaning((Timer(EVENTS, DEBOUNCE, "mesh announcements or trust changed"),))
     if ev.directory == watched.bmx7_dir and ev.name == SOCKET_NAME and ev.mask & (IN_CREATE | IN_MOVED_TO):
-        return FileEventMeaning((Timer(EVENTS, DEBOUNCE, "bmx7 created its control socket"),), bmx7_started=True)
+        made = Timer(EVENTS, DEBOUNCE, "bmx7 created its control socket")
+        return FileEventMeaning((made,), bmx7_started=True)
     return NOTHING
 
 

@@ -40,7 +40,8 @@ def timers(directory: str, name: str, mask: int, watched: Watched = MESH_WATCHED
 
 @pytest.mark.parametrize("mask", [IN_CLOSE_WRITE, IN_MOVED_TO])
 def test_a_complete_configuration_file_reloads_it_after_the_debounce(mask: int) -> None:
-    assert timers("/etc/bmx7-wg", "bmx7-wg.toml", mask) == [Timer(RELOAD, DEBOUNCE, "configuration file written")]
+    written = Timer(RELOAD, DEBOUNCE, "configuration file written")
+    assert timers("/etc/bmx7-wg", "bmx7-wg.toml", mask) == [written]
 
 
 @pytest.mark.parametrize("mask", [IN_DELETE, IN_MOVED_FROM])

@@ -8,6 +8,10 @@ periodic full reconcile as a safety net. Between events it sleeps in poll(); eve
 is its own (service/schedule.py), so a pending grace period or retry never delays an
 event. Stopping leaves the tunnels as they are; `bmx7-wg down` tears them down.
 
+This module is the loop and the work; the decisions are pure modules beside it: which
+event sets which timer (service/wakeups.py), what the due timers ask (service/due.py),
+what is said once and the status line (service/report.py).
+
 A configuration file that is missing or empty (as while it is being rewritten) never
 takes tunnels down: the configuration in force stays, with a warning, until a valid file
 appears. A file that does not validate is rejected the same way.

@@ -12,6 +12,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+# The service's timers (keys), one per purpose. Which of them mean a reconcile, and when a
+# step does instead, is service/due.py's to say.
+WATCHDOG, RELOAD, PROBE, LINKS = "watchdog", "reload", "probe", "links"
+EVENTS, MESH, GRACE, RETRY, PERIODIC = "events", "mesh", "grace", "retry", "periodic"
+CONFIRM, METRICS = "confirm", "metrics"
+
 
 class Schedule:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:

@@ -28,7 +28,8 @@ import json
 import logging
 import os
 import stat
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from typing import Any, TextIO
 
 from bmx7_wg.base.fastip import canonical_network
@@ -43,6 +44,11 @@ log = logging.getLogger(__name__)
 RUN_DIR = "/run/bmx7-wg"
 FORMAT = 1
 MAX_SIZE = 16 * 1024 * 1024  # far above 10,000 peers; a larger file is not ours
+# seconds: a full reconcile rewrites the state file if its peers changed or it is this old.
+# Steps never write it (a write is in proportion to the mesh): what they changed is
+# written by the next full reconcile, at the latest the periodic one, and when the
+# service stops.
+SAVE_EVERY = 30.0
 
 
 def run_dir() -> str:
@@ -102,6 +108,24 @@ class MeshMemory:
         except OSError as exc:
             # Only the memory across a restart is lost: nothing else depends on it.
             log.warning("cannot write the mesh state file %s (%s)", path, exc.strerror or exc)
+
+
+class MemoryWriter:
+    """Writes the state file when it is worth it (SAVE_EVERY); `clock` is injectable."""
+
+    def __init__(self, memory: MeshMemory, clock: Callable[[], float] = time.monotonic) -> None:
+        self.memory = memory
+        self.clock = clock
+        self._saved: tuple[dict[str, Peer], float] | None = None  # what the file holds, and when
+
+    def save(self, interface: str, remembered: Mapping[str, Remembered], *, force: bool = False) -> None:
+        """Write `remembered` if `force`, if its peers are not what the file holds (the
+        times they were last seen aside), or if the file is SAVE_EVERY old."""
+        peers = {n: r.peer for n, r in remembered.items()}
+        now = self.clock()
+        if force or self._saved is None or self._saved[0] != peers or now - self._saved[1] >= SAVE_EVERY:
+            self.memory.save(interface, remembered)
+            self._saved = (peers, now)
 
 
 def _read_private(directory: str, name: str) -> bytes:

@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
                     grace=copy.deepcopy(service.grace),
                 )
                 differences = [a.describe() for a in reference.actions if a.kind in PEER_ACTIONS]
-                refused, logged = set(reference.mesh.refusals), service.refusals_logged
+                refused, logged = set(reference.mesh.refusals), service.report.refusals_logged
                 if differences or refused != logged:
                     print(json.dumps({
                         "round": round_no,

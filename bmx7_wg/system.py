@@ -48,7 +48,7 @@ from bmx7_wg.plan.state import (
 from bmx7_wg.wireguard.uapi import DEFAULT_SOCKET_DIR, UapiClient
 
 if TYPE_CHECKING:
-    from bmx7_wg.net.netlink import LinkInfo, Netlink
+    from bmx7_wg.net.netlink import LinkInfo, Netlink, RouteStack
     from bmx7_wg.wireguard.kernel import KernelWireGuard
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ class System:
         if self._netlink is None:
             from bmx7_wg.net.netlink import Netlink
 
-            self._netlink = Netlink()
+            self._netlink = Netlink(route_stack())
         return self._netlink
 
     @property
@@ -250,6 +250,19 @@ class System:
             nl.remove_route(name, action.network, ROUTE_PROTO)
         else:  # pragma: no cover - every action kind is handled above
             raise TypeError(f"unknown action {action!r}")
+
+
+def route_stack() -> RouteStack:
+    """Which rtnetlink socket this process talks through: pyroute2's where the kernel has
+    WireGuard (what `backend = "auto"` picks; its generic netlink imports pyroute2 anyway,
+    and there net/rtnl.py saved nothing), the standard library's (net/rtnl.py) where it has
+    not: wireguard-go, with no pyroute2 import, half of each command's time. Decided by
+    bench/paths.py on both backends (HACKING.md, "Speed paths"). A `backend = "userspace"`
+    interface on a kernel with WireGuard is served by pyroute2's socket too: correct, and
+    ~0.1 s slower per command."""
+    from bmx7_wg.wireguard.probe import kernel_has_wireguard
+
+    return "pyroute2" if kernel_has_wireguard() else "rtnl"
 
 
 def _with_new_key(action: Action, new_keys: Mapping[str, PrivateKey]) -> Action:

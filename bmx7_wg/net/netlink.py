@@ -6,11 +6,13 @@ decides what is ours and how a route or address is made, and turns every kernel 
 socket failure into a NetlinkOperationError that names the interface and the operation
 in words.
 
-Reading and writing both go through bmx7_wg.net.rtnl, which needs only the standard
-library: importing pyroute2 and opening an IPRoute costs ~100 ms (more on slow
-machines), as much as `wg syncconf` needs for a whole change, and every `apply` talks
-rtnetlink (a no-op one reads, a one-peer change adds a route). The requests are the
-ones pyroute2 and iproute2 send for the same changes.
+Reading and writing go through one of two sockets with the same interface, picked per
+process by the backend (system.System): bmx7_wg.net.rtnl, which needs only the standard
+library, for wireguard-go (importing pyroute2 and opening an IPRoute costs ~100 ms, half
+of a no-op `apply` there); bmx7_wg.net.pyroute, pyroute2's IPRoute, where the kernel's
+WireGuard is used, which imports pyroute2 for its generic netlink anyway (there rtnl.py
+saved nothing: HACKING.md, "Speed paths"). The requests are the ones pyroute2 and
+iproute2 send for the same changes.
 """
 
 from __future__ import annotations
@@ -24,10 +26,16 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TypedDict
+from typing import TYPE_CHECKING, Literal, TypedDict
 
 from bmx7_wg.errors import ApplyError, BackendUnavailable, Unreachable
 from bmx7_wg.net import rtnl
+
+if TYPE_CHECKING:
+    from bmx7_wg.net.pyroute import PyrouteSocket
+
+# Which rtnetlink socket a Netlink talks through (see the module's docstring).
+RouteStack = Literal["rtnl", "pyroute2"]
 
 IFF_UP = 0x1
 RT_TABLE_MAIN = 254
@@ -100,9 +108,16 @@ class Netlink:
     Not thread-safe.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, stack: RouteStack = "rtnl") -> None:
+        """`stack`: "rtnl" (the standard library's sockets) or "pyroute2" (its IPRoute)."""
+        self._rtnl: rtnl.RouteSocket | PyrouteSocket
         with self._request(None, "open a netlink socket"):
-            self._rtnl = rtnl.RouteSocket()
+            if stack == "pyroute2":
+                from bmx7_wg.net.pyroute import PyrouteSocket
+
+                self._rtnl = PyrouteSocket()
+            else:
+                self._rtnl = rtnl.RouteSocket()
 
     def close(self) -> None:
         # Idempotent; afterwards every request fails with EBADF ("Bad file descriptor").

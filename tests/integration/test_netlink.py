@@ -39,6 +39,7 @@ from bmx7_wg.net.netlink import (
     WireGuardUnsupported,
     _RouteKey,
 )
+from bmx7_wg.net.pyroute import PyrouteSocket
 from bmx7_wg.wireguard.probe import kernel_has_wireguard
 
 REPO = Path(__file__).resolve().parents[2]
@@ -110,9 +111,11 @@ def netns() -> Iterator[Namespace]:
         subprocess.run(["ip", "netns", "del", name], check=False)
 
 
-@pytest.fixture
-def nl(netns: Namespace) -> Iterator[Netlink]:
-    with Netlink() as netlink:
+@pytest.fixture(params=["rtnl", "pyroute2"])
+def nl(netns: Namespace, request: pytest.FixtureRequest) -> Iterator[Netlink]:
+    """A Netlink on each rtnetlink socket: the standard library's (wireguard-go) and
+    pyroute2's (the kernel backend); both must behave alike."""
+    with Netlink(request.param) as netlink:
         yield netlink
 
 
@@ -785,17 +788,20 @@ class TestWithoutPyroute2:
 
 
 def _assert_matches_pyroute2(nl: Netlink, names: tuple[str, ...]) -> dict[str, LinkInfo]:
-    """The reader's dumps equal pyroute2's, and Netlink reads what pyroute2 made of them."""
+    """The reader's dumps equal pyroute2's, the kernel backend's socket (net/pyroute.py)
+    reads the same values, and Netlink reads what pyroute2 made of them."""
     from pyroute2 import IPRoute
 
     with IPRoute() as ipr:
         reader = rtnl.RouteSocket()
+        library = PyrouteSocket()
         try:
-            assert _raw_links(reader) == _pyroute2_raw_links(ipr)
-            assert _raw_addresses(reader) == _pyroute2_raw_addresses(ipr)
-            assert _raw_routes(reader) == _pyroute2_raw_routes(ipr)
+            assert _raw_links(reader) == _pyroute2_raw_links(ipr) == _raw_links(library)
+            assert _raw_addresses(reader) == _pyroute2_raw_addresses(ipr) == _raw_addresses(library)
+            assert _raw_routes(reader) == _pyroute2_raw_routes(ipr) == _raw_routes(library)
         finally:
             reader.close()
+            library.close()
         links = nl.links()
         assert links == _pyroute2_links(ipr)
         assert set(names) <= set(links)
@@ -809,7 +815,7 @@ def _assert_matches_pyroute2(nl: Netlink, names: tuple[str, ...]) -> dict[str, L
 RawLink = tuple[int, str, str | None, str | None, int, int]
 
 
-def _raw_links(reader: rtnl.RouteSocket) -> list[RawLink]:
+def _raw_links(reader: rtnl.RouteSocket | PyrouteSocket) -> list[RawLink]:
     return sorted(((k.index, k.name, k.kind, k.alias, k.mtu, k.flags) for k in reader.links()), key=repr)
 
 
@@ -831,7 +837,7 @@ def _ntop(family: int, packed: bytes | None) -> str | None:
 RawAddress = tuple[int, int, int, str | None, str | None]
 
 
-def _raw_addresses(reader: rtnl.RouteSocket) -> list[RawAddress]:
+def _raw_addresses(reader: rtnl.RouteSocket | PyrouteSocket) -> list[RawAddress]:
     return sorted(
         (
             (a.family, a.index, a.prefixlen, _ntop(a.family, a.address), _ntop(a.family, a.local))
@@ -854,7 +860,7 @@ def _pyroute2_raw_addresses(ipr: Any) -> list[RawAddress]:
 RawRoute = tuple[int, int, int, int, int | None, str | None, int]
 
 
-def _raw_routes(reader: rtnl.RouteSocket) -> list[RawRoute]:
+def _raw_routes(reader: rtnl.RouteSocket | PyrouteSocket) -> list[RawRoute]:
     # AF_UNSPEC may hold other families (multicast, MPLS); pyroute2 is asked for these two.
     return sorted(
         (

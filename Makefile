@@ -3,7 +3,7 @@ PYTHON_DEB := .venvs/debian/bin/python
 PYTHON_PYPI := .venvs/pypi/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: demo demo-static demo-clean test test-setup lint unit integration test-pypi test-ansible test-bmx7 test-lab test-vm bench bench-kernel bench-lab deb test-deb test-systemd clean
+.PHONY: demo demo-static demo-clean test test-setup lint unit integration test-pypi test-ansible test-bmx7 test-lab test-vm bench bench-kernel bench-paths bench-lab deb test-deb test-systemd clean
 
 ## demo: a BMX7 mesh of three nodes in a line of network namespaces (the real bmx7: BMX7=PATH, else
 ## built by scripts/build-bmx7 from the pinned source; BMX7=stand-in, or a failed build, runs the
@@ -85,6 +85,11 @@ bench: test-setup
 ## (QEMU/TCG: only the ratios carry over) -> bench/kernel-results.json, bench/RESULTS.md
 bench-kernel: test-setup
 	PYTHON=$(PYTHON_DEB) bench/run-kernel
+
+## bench-paths: what each hand-written speed path saves, end to end, on wireguard-go and on the kernel
+## backend (VM) -> bench/paths-userspace.json, bench/paths-kernel.json (about 35 minutes; HACKING.md)
+bench-paths: test-setup
+	PYTHON=$(PYTHON_DEB) bench/run-paths
 
 ## bench-lab: bmx7-wg-lab measure at 10, 25 and 50 nodes (line, grid, random) with the real bmx7
 ## -> bench/lab/*.json and *.svg, the table in bench/RESULTS.md (about 50 minutes on two cores)

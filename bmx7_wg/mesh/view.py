@@ -13,9 +13,10 @@ the namespace's addresses and routes):
 
 `mesh_peers` (the mesh's rules) refuses, each reported once per reconcile in node-id order:
 - the whole candidate: our own node id (silently: it is our echo); a second announcement
-  of one node (`first_announcements`); a node the trust policy does not accept; a payload that does not parse; a public key claimed by more
-  than one node (every claimant is refused: the file names are authenticated, so one of
-  them copied a key it cannot hold, and we cannot tell which).
+  of one node (`first_announcements`); a node the trust policy does not accept; a
+  payload that does not parse; a public key claimed by more than one node (every
+  claimant is refused: the file names are authenticated, so one of them copied a key it
+  cannot hold, and we cannot tell which).
 - one network, the peer kept: a network no tunnel can carry (inside loopback,
   link-local, multicast, 0.0.0.0/8, the unspecified or broadcast address);
   a network that overlaps fd77::/16 (tunnel addresses come only from node ids) or

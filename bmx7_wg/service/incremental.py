@@ -196,8 +196,8 @@ class MeshTracker:
             if node_id is None:
                 return None  # refused as a file name: the full reconcile says why
             if self.entry_of.get(node_id, entry) != entry or entries.get(node_id, entry) != entry:
-                # A second file for a node (known, or new in this batch): which one counts
-                # depends on both (mesh.view.first_announcements).
+                # A second file for a node (known, or new in this batch), "announced
+                # twice": which one counts depends on both (mesh.view.first_announcements).
                 return None
             if f is not None and not f.ok:
                 return None  # refused as a file: the full reconcile says why

@@ -265,15 +265,28 @@ class ReceivedCache:
     files: dict[str, tuple[FileIdentity, ReceivedFile]] = field(default_factory=dict)
 
 
-def _received_entry(
-    entry: str, suffix: str, max_size: int, dir_fd: int, cache: ReceivedCache | None, *, reuse: bool = True
-) -> ReceivedFile | None:
-    """One entry, read (or, with `reuse`, taken from `cache` if its identity is unchanged);
-    None when it vanished (bmx7 wipes `rcvdSms/` when it restarts): gone, not refused."""
+def sender_of(entry: str, sms: str) -> str | None:
+    """The node id a `rcvdSms/` entry of SMS `sms` comes from, upper-case: bmx7 names each
+    received file `NODEID:SMS` after the node that sent it (authenticated by bmx7, so the
+    one thing about a peer no payload can lie about). None: an entry of another SMS, or
+    a name that holds no node id. The hex may come in either case, so two entries can
+    name one node: mesh.view.first_announcements says which one counts."""
+    suffix = ":" + sms
+    if not entry.endswith(suffix):
+        return None
     prefix = entry[: -len(suffix)]
-    if not NODE_ID_RE.match(prefix):
+    return prefix.upper() if NODE_ID_RE.match(prefix) else None
+
+
+def _received_entry(
+    entry: str, sms: str, max_size: int, dir_fd: int, cache: ReceivedCache | None, *, reuse: bool = True
+) -> ReceivedFile | None:
+    """One entry of SMS `sms`, read (or, with `reuse`, taken from `cache` if its identity is
+    unchanged); None when it vanished (bmx7 wipes `rcvdSms/` when it restarts): gone, not
+    refused."""
+    node_id = sender_of(entry, sms)
+    if node_id is None:
         return ReceivedFile(escape(entry), None, refusal="file name holds no node id")
-    node_id = prefix.upper()
     known = cache.files.get(entry) if cache is not None and reuse else None
     if known is not None:
         # Only a file read before is looked at first: a new one is read at once.
@@ -615,7 +628,7 @@ class Bmx7Runtime:
             if cache is not None:
                 for gone in cache.files.keys() - set(entries):
                     del cache.files[gone]
-            read = (_received_entry(entry, suffix, max_size, dir_fd, cache) for entry in entries)
+            read = (_received_entry(entry, name, max_size, dir_fd, cache) for entry in entries)
             return [f for f in read if f is not None]
         finally:
             os.close(dir_fd)
@@ -658,7 +671,7 @@ class Bmx7Runtime:
                     continue
                 except OSError:
                     pass  # read_capped says why
-                out[entry] = _received_entry(entry, suffix, max_size, dir_fd, cache, reuse=False)
+                out[entry] = _received_entry(entry, name, max_size, dir_fd, cache, reuse=False)
             return out
         finally:
             os.close(dir_fd)

@@ -124,12 +124,19 @@ def _published(
     return ObservedAnnouncement(name, announcement, registered, exists)
 
 
-def _parses(data: bytes) -> bool:
-    try:
-        parse_announcement(data)
-    except AnnouncementError:
+def unsettled(f: ReceivedFile, policy: TrustPolicy) -> bool:
+    """Whether a received file is no verdict yet: written a moment before it was read
+    (`fresh`), from a node the trust policy accepts, and not parsing. bmx7 rewrites a file
+    in place, so its writer may not be done: it counts as vanished now (its peer is held,
+    mesh/grace.py) and is read again soon. (A node the policy refuses is refused whatever
+    its file holds.) The full reconcile and the service's step both ask this."""
+    if not (f.fresh and f.ok and policy.refusal(f.node_id or "") is None):
         return False
-    return True
+    try:
+        parse_announcement(f.data or b"")
+    except AnnouncementError:
+        return True
+    return False
 
 
 def mesh_interface(config: Config) -> InterfaceConfig | None:
@@ -184,14 +191,10 @@ def mesh_inputs(
         received = []
     if grace is not None:
         # (the service only: a one-shot command has nothing to hold and no later read)
-        session.unsettled = [
-            f.file_name
-            for f in received
-            if f.fresh and f.ok and policy.refusal(f.node_id or "") is None and not _parses(f.data or b"")
-        ]
+        session.unsettled = [f.file_name for f in received if unsettled(f, policy)]
     if session.unsettled:
-        unsettled = set(session.unsettled)
-        received = [f for f in received if f.file_name not in unsettled]
+        settling = set(session.unsettled)
+        received = [f for f in received if f.file_name not in settling]
     for f in received:
         if not f.ok:
             session.refusals.append((f.node_id or f.file_name, f"refused {f.file_name}: {f.refusal}"))

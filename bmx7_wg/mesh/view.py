@@ -12,10 +12,11 @@ Two steps, because the second needs what only the reconcile knows (this node's k
 the namespace's addresses and routes):
 
 `mesh_peers` (the mesh's rules) refuses, each reported once per reconcile in node-id order:
-- the whole candidate: our own node id (silently: it is our echo); a node the trust
-  policy does not accept; a payload that does not parse; a public key claimed by more
-  than one node (every claimant is refused: the file names are authenticated, so one of
-  them copied a key it cannot hold, and we cannot tell which).
+- the whole candidate: our own node id (silently: it is our echo); a second announcement
+  of one node (`first_announcements`); a node the trust policy does not accept; a
+  payload that does not parse; a public key claimed by more than one node (every
+  claimant is refused: the file names are authenticated, so one of them copied a key it
+  cannot hold, and we cannot tell which).
 - one network, the peer kept: a network no tunnel can carry (inside loopback,
   link-local, multicast, 0.0.0.0/8, the unspecified or broadcast address);
   a network that overlaps fd77::/16 (tunnel addresses come only from node ids) or
@@ -29,6 +30,9 @@ the namespace's addresses and routes):
   announcement parses, and the network passes the two rules before (a node whose key
   is refused still counts); one this node would refuse anyway routes nothing, and a
   default route announced outside accept_networks must not take down every network.
+  So an announcement with networks is decided only against every other one
+  (`weighed_against_every_node`), while the key rule needs only the nodes claiming the
+  same key.
 
 `Clearance` (this node's rules) refuses:
 - the whole peer: a node announcing this node's own public key;
@@ -43,8 +47,9 @@ from __future__ import annotations
 import bisect
 import ipaddress
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import TypeVar
 
 from bmx7_wg.base.nodeid import (
     BMX7_NETWORK,
@@ -56,6 +61,8 @@ from bmx7_wg.base.nodeid import (
 from bmx7_wg.config.model import InterfaceConfig, TrustMode
 from bmx7_wg.mesh.announce import Announcement, AnnouncementError, parse_announcement
 from bmx7_wg.plan.state import Peer
+
+T = TypeVar("T")
 
 # bmx7 trust levels (sec.h): a trust file's level; 2 and 3 both mean "trusted directly".
 TRUST_DIRECT = 2
@@ -213,17 +220,16 @@ def mesh_peers(
         refusals.append(Refusal(node_id, reason, names.get(node_id), network))
 
     candidates: dict[str, Announcement] = {}
-    seen: set[str] = set()
+    named: list[tuple[str, bytes]] = []
+    not_ids: list[str] = []
     for raw_id, data in sorted(received, key=lambda item: item[0].upper()):
         try:
-            node_id = normalize_node_id(raw_id)
+            named.append((normalize_node_id(raw_id), data))
         except ValueError:
-            refuse(raw_id[:56], "not a node id")
-            continue
-        if node_id in seen:
-            refuse(node_id, "announced twice")
-            continue
-        seen.add(node_id)
+            not_ids.append(raw_id)
+    first, again = first_announcements(named)
+    seen = first.keys()
+    for node_id, data in first.items():
         if node_id == own:
             continue  # our own announcement echoed back is expected, not a refusal
         why = policy.refusal(node_id)
@@ -234,6 +240,10 @@ def mesh_peers(
             candidates[node_id] = parse_announcement(data)
         except AnnouncementError as exc:
             refuse(node_id, f"bad announcement: {exc.reason}")
+    for node_id in again:
+        refuse(node_id, "announced twice")
+    for raw_id in not_ids:
+        refuse(raw_id[:56], "not a node id")
 
     # Held announcements: weighed as if their node still announced what it claimed.
     had: dict[str, HeldAnnouncement] = {}
@@ -316,6 +326,35 @@ def mesh_peers(
     live = {n: a for n, a in candidates.items() if n not in had}
     kept_held = frozenset(p.node_id for p in peers if p.node_id in had)
     return MeshView(tuple(peers), tuple(refusals), live, kept_held)
+
+
+def first_announcements(received: Iterable[tuple[str, T]]) -> tuple[dict[str, T], list[str]]:
+    """The "announced twice" rule, on `(node id, announcement)` in file-name order: a node
+    is decided by its first announcement; each further one (a second file for the same
+    node id, its hex in another case) is refused, and the first stands. Returns node id ->
+    its first announcement, and the node id of each further one.
+
+    Which file comes first depends on every file of the node, so the service's step
+    leaves a node with a second file to a full reconcile (`MeshTracker.step`)."""
+    first: dict[str, T] = {}
+    again: list[str] = []
+    for node_id, announcement in received:
+        if node_id in first:
+            again.append(node_id)
+        else:
+            first[node_id] = announcement
+    return first, again
+
+
+def weighed_against_every_node(claims: Collection[str]) -> bool:
+    """Whether the verdict on an announcement (live or held) claiming the networks `claims`
+    depends on every other node's announcement: the overlap rule (`mesh_peers`) weighs each
+    claim against all the others, and a claim refuses what overlaps it on any node, so no
+    subset of the nodes can decide it. The only other rule between nodes, the key rule,
+    needs just the nodes claiming the same key. A full reconcile has every announcement at
+    hand and needs no such test; the service's step (service/incremental.py) leaves such
+    an announcement to a full reconcile."""
+    return bool(claims)
 
 
 # Networks no tunnel can carry: what lies inside one of them (a covering network, such as

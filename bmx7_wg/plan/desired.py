@@ -91,13 +91,8 @@ def _announced(networks: Iterable[str]) -> tuple[str, ...]:
 
 
 def desired_interface(iface: InterfaceConfig, inputs: InterfaceInputs, resolve: Resolver) -> DesiredInterface:
-    peers: dict[str, Peer] = {}
-    for pc in iface.peers:
-        peers[pc.public_key] = static_peer(pc, inputs.preshared_keys, resolve)
-    # Static peers win over mesh peers with the same key: the operator said so explicitly.
-    # (A mesh node announcing our own public key was refused by mesh.view.Clearance.)
-    for mp in inputs.mesh_peers:
-        peers.setdefault(mp.public_key, mp)
+    static = {pc.public_key: static_peer(pc, inputs.preshared_keys, resolve) for pc in iface.peers}
+    peers = device_peers(static, inputs.mesh_peers)
 
     addresses = set(iface.addresses)
     if inputs.mesh_address:
@@ -117,6 +112,18 @@ def desired_interface(iface: InterfaceConfig, inputs: InterfaceInputs, resolve: 
         peers=peers,
         new_key_file=inputs.new_key_file if inputs.private_key is None else None,
     )
+
+
+def device_peers(static: Mapping[str, Peer], mesh: Iterable[Peer]) -> dict[str, Peer]:
+    """A device's peers by public key: every static peer, and each mesh peer whose key no
+    static peer has. A static peer wins over a mesh peer with the same key: the operator
+    said so explicitly. (A mesh node announcing this node's own public key was refused by
+    mesh.view.Clearance.) The full reconcile passes the interface's peers; the service's
+    step the few keys it touched (service/incremental.py)."""
+    peers = dict(static)
+    for mp in mesh:
+        peers.setdefault(mp.public_key, mp)
+    return peers
 
 
 def static_peer(pc: PeerConfig, preshared_keys: Mapping[str, PresharedKey], resolve: Resolver) -> Peer:

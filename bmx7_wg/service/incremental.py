@@ -13,22 +13,32 @@ the change, not with the mesh:
 - the mesh's rules (mesh.view.mesh_peers) run on the changed nodes and the nodes that
   claim the same keys (a key claimed twice refuses every claimant, and stops doing so
   when one of them goes): a node's peer depends on no other node's announcement;
-- the grace period (mesh.grace.MeshGrace.update) and this node's rules
+- the grace period (mesh.grace.MeshGrace.begin_step, settle) and this node's rules
   (mesh.view.Clearance) see only those peers;
 - the planner's own peer comparison (plan.planner.plan_peers) runs on their keys
   against the device's peers as last read and since changed, and the executor sends
   the difference as one device change.
 
-The same functions decide as in a full reconcile, on fewer nodes. What they cannot
-decide from a few nodes goes to a full reconcile instead (`step` returns None): an
-announcement with networks (the overlap rule weighs every node's networks, and its
-routes depend on the interface's other routes), a file that is refused as a file
-(bad name, too large, a symlink), a node id announced by two files, a held peer with
-networks, and anything before the first full reconcile of the mesh interface. A full
-reconcile also still runs at start, on trust, configuration and bmx7 changes, on
-rtnetlink events of managed links, after a failure and at the safety-net interval:
-it is the reference, and tests/integration/test_incremental.py drives random event
-sequences through both and requires the same device.
+Every rule is the full reconcile's own function, called here on fewer nodes; none is
+written again:
+- a file's node id: mesh.bmx7.sender_of (`NODEID:SMS`);
+- a file written a moment ago that does not parse yet: mesh.session.unsettled (it
+  counts as vanished, and is read again);
+- one node, two files ("announced twice"): mesh.view.first_announcements;
+- a static peer wins over a mesh peer with its key: plan.desired.device_peers.
+
+What they cannot decide from a few nodes goes to a full reconcile instead (`step`
+returns None): an announcement, live or held, whose verdict depends on every other
+node's (mesh.view.weighed_against_every_node: it claims networks, which the overlap
+rule weighs against all claims; their routes also depend on the interface's other
+routes), a node with a second file (which one counts depends on both), a file that is
+refused as a file (bad name, too large, a symlink), and anything before the first full
+reconcile of the mesh interface. A full reconcile also still runs at start, on trust,
+configuration and bmx7 changes, on rtnetlink events of managed links, after a failure
+and at the safety-net interval: it is the reference. tests/unit/test_step.py drives
+random changes through both, on an in-memory system and without root, and requires
+the same device and refusals; tests/integration/test_incremental.py does it with the
+whole service on a wireguard-go device.
 """
 
 from __future__ import annotations
@@ -36,15 +46,23 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from bmx7_wg.base.nodeid import NODE_ID_RE
 from bmx7_wg.config.model import Config
 from bmx7_wg.engine import Plan
 from bmx7_wg.mesh.announce import AnnouncementError, parse_announcement
-from bmx7_wg.mesh.bmx7 import ReceivedFile
+from bmx7_wg.mesh.bmx7 import ReceivedFile, sender_of
 from bmx7_wg.mesh.grace import HoldEvent, MeshGrace
-from bmx7_wg.mesh.session import MeshSession
-from bmx7_wg.mesh.view import Clearance, HeldAnnouncement, TrustPolicy, mesh_peers, reservations
+from bmx7_wg.mesh.session import MeshSession, unsettled
+from bmx7_wg.mesh.view import (
+    Clearance,
+    HeldAnnouncement,
+    TrustPolicy,
+    first_announcements,
+    mesh_peers,
+    reservations,
+    weighed_against_every_node,
+)
 from bmx7_wg.plan.actions import Action, AddPeer, RemovePeer, UpdatePeer
+from bmx7_wg.plan.desired import device_peers
 from bmx7_wg.plan.planner import plan_peers
 from bmx7_wg.plan.state import Device, Implementation, Peer
 
@@ -85,8 +103,8 @@ class MeshTracker:
     entry_of: dict[str, str]  # node id -> its rcvdSms file name
     keys: dict[str, str]  # node id -> the key its announcement claims (trusted, parsed)
     by_key: dict[str, set[str]]  # key -> the nodes claiming it
-    # Nodes only a full reconcile decides: their announcement carries networks, or two
-    # files announce them.
+    # Nodes only a full reconcile decides: their announcement claims networks
+    # (mesh.view.weighed_against_every_node), or two files announce them.
     needs_full: set[str]
     final: dict[str, Peer]  # node id -> its peer on the device (announced or held, cleared)
     final_by_key: dict[str, str]  # key -> node id, of `final`
@@ -120,24 +138,20 @@ class MeshTracker:
         want = next((d for d in plan.desired.interfaces if d.name == iface.name), None)
         if want is None:
             return None
-        entry_of: dict[str, str] = {}
-        data: dict[str, bytes] = {}
-        twice: set[str] = set()
-        for f in mesh.received:
-            if f.node_id is None or f.data is None:
-                continue
-            if f.node_id in entry_of:
-                twice.add(f.node_id)  # "announced twice"
-                continue
-            entry_of[f.node_id] = f.file_name
-            data[f.node_id] = f.data
+        first, again = first_announcements(
+            (f.node_id, (f.file_name, f.data))
+            for f in mesh.received
+            if f.node_id is not None and f.data is not None
+        )
+        entry_of = {node_id: entry for node_id, (entry, _) in first.items()}
+        data = {node_id: payload for node_id, (_, payload) in first.items()}
         keys: dict[str, str] = {}
         by_key: dict[str, set[str]] = {}
-        needs_full: set[str] = set(twice)
+        needs_full: set[str] = set(again)
         for node_id, ann in mesh.view.announcements.items():
             keys[node_id] = ann.public_key
             by_key.setdefault(ann.public_key, set()).add(node_id)
-            if ann.networks:
+            if weighed_against_every_node(ann.networks):
                 needs_full.add(node_id)
         final = {p.node_id: p for p in plan.mesh_peers.get(iface.name, ()) if p.node_id}
         refusals: dict[str, list[tuple[str, str]]] = {}
@@ -174,25 +188,23 @@ class MeshTracker:
     def step(self, files: Mapping[str, ReceivedFile | None], grace: MeshGrace | None) -> Step | None:
         """The changes the named `rcvdSms/` files (read now; None: gone) cause, and the
         end of any grace period that is over; None: a full reconcile must decide."""
-        suffix = ":" + self.sms
         changed: dict[str, bytes | None] = {}
         entries: dict[str, str] = {}
-        unsettled: list[str] = []
+        settling: list[str] = []
         for entry, f in files.items():
-            prefix = entry[: -len(suffix)]
-            if not entry.endswith(suffix) or not NODE_ID_RE.match(prefix):
-                return None
-            node_id = prefix.upper()
+            node_id = sender_of(entry, self.sms)
+            if node_id is None:
+                return None  # refused as a file name: the full reconcile says why
             if self.entry_of.get(node_id, entry) != entry or entries.get(node_id, entry) != entry:
-                return None  # a second file for a node (known, or new in this batch): "announced twice"
+                # A second file for a node (known, or new in this batch), "announced
+                # twice": which one counts depends on both (mesh.view.first_announcements).
+                return None
             if f is not None and not f.ok:
                 return None  # refused as a file: the full reconcile says why
             if node_id == self.own_id:
                 continue  # our own announcement, echoed
-            if f is not None and f.fresh and self.policy.refusal(node_id) is None and not _parses(f.data):
-                # Written a moment ago and not parsing (bmx7 rewrites a file in place): no
-                # verdict yet; it counts as vanished now and is read again soon.
-                unsettled.append(entry)
+            if f is not None and unsettled(f, self.policy):
+                settling.append(entry)
                 f = None
             payload = f.data if f is not None else None
             entries[node_id] = entry
@@ -209,7 +221,7 @@ class MeshTracker:
                 except AnnouncementError:
                     pass
                 else:
-                    if ann.networks:
+                    if weighed_against_every_node(ann.networks):
                         return None
                     key = ann.public_key
             keys[node_id] = key
@@ -226,10 +238,8 @@ class MeshTracker:
             if begun is None:
                 return None
             held, ended = begun
-            if any(a.claims for a in (*held.values(), *ended.values())):
-                # A held claim (or one that ends now) weighs every node's networks: the
-                # full rules decide.
-                return None
+            if any(weighed_against_every_node(a.claims) for a in (*held.values(), *ended.values())):
+                return None  # a held claim, or one that ends now
             # A hold that ended frees its key for the nodes that claim it too; a held node
             # whose key a touched node claims is weighed with it (the key rule).
             for node_id, gone in ended.items():
@@ -269,9 +279,9 @@ class MeshTracker:
             cleared = self.clearance([kept])
             refusals[node_id] += [(r.node_id, r.describe()) for r in cleared.refusals]
             final[node_id] = cleared.peers[0] if cleared.peers else None
-        # Every key a touched node had or has now -> its peer now (the static peer wins).
-        want: dict[str, Peer] = {}
+        # Every key a touched node had or has now -> its peer now.
         touched_keys = {p.public_key for p in (self.final.get(n) for n in final) if p is not None}
+        mesh: list[Peer] = []
         for now in final.values():
             if now is None:
                 continue
@@ -281,9 +291,8 @@ class MeshTracker:
             if holder is not None and holder not in final:
                 return None  # not reached: the rules refuse a key another node claims
             touched_keys.add(now.public_key)
-            want[now.public_key] = now
-        for key in touched_keys & self.static.keys():
-            want[key] = self.static[key]
+            mesh.append(now)
+        want = device_peers({k: self.static[k] for k in touched_keys & self.static.keys()}, mesh)
         have = {k: self.device[k] for k in touched_keys if k in self.device}
         return Step(
             actions=plan_peers(self.interface, want, have),
@@ -293,7 +302,7 @@ class MeshTracker:
             entries=entries,
             keys=keys,
             final=final,
-            unsettled=unsettled,
+            unsettled=settling,
         )
 
     def commit(self, step: Step, done: Iterable[Action]) -> None:
@@ -333,10 +342,3 @@ class MeshTracker:
             elif isinstance(action, RemovePeer):
                 self.device.pop(action.public_key, None)
 
-
-def _parses(data: bytes | None) -> bool:
-    try:
-        parse_announcement(data or b"")
-    except AnnouncementError:
-        return False
-    return True

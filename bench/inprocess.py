@@ -1,15 +1,15 @@
-"""Inside one process: the TOML and address speed paths beside the libraries they stand in for.
+"""Inside one process: what reading the TOML file and writing node addresses cost.
 
     python -m bench.inprocess --sizes 1000,10000 --runs 5
 
-For each size N: `tomllib.loads` against `fasttoml.loads` on a configuration of N static
-peers (bench/static.py's shape: one /128 and an IPv4 endpoint each), and N node addresses
-written by `ipaddress` against `fastip.ipv6_text` (what base/nodeid.py writes per mesh
-node). Best of --runs, in milliseconds, printed as one JSON object.
+For each size N: `tomllib.loads` on a configuration of N static peers (bench/static.py's
+shape: one /128 and an IPv4 endpoint each), and N node addresses written by `ipaddress`
+(what base/nodeid.py writes per mesh node). Best of --runs, in milliseconds, printed as
+one JSON object.
 
-These figures say where a command's time goes, not whether a path stays: that verdict
-rests on bench/paths.py, which times whole commands as a user runs them (HACKING.md,
-"Hand-written speed paths, measured").
+These figures say where a command's time goes, not whether a speed path would pay: that
+verdict rests on bench/paths.py, which times whole commands as a user runs them
+(HACKING.md, "Hand-written speed paths, measured").
 """
 
 from __future__ import annotations
@@ -22,9 +22,6 @@ import time
 import tomllib
 from collections.abc import Callable
 from typing import Any
-
-from bmx7_wg.base import fastip
-from bmx7_wg.config import fasttoml
 
 
 def configuration(peers: int) -> str:
@@ -55,14 +52,11 @@ def best_ms(work: Callable[[], Any], runs: int) -> float:
 
 def measure(size: int, runs: int) -> dict[str, float]:
     text = configuration(size)
-    assert fasttoml.loads(text) == tomllib.loads(text)  # the same document, or the figures mean nothing
     packed = node_addresses(size)
     return {
         "toml_bytes": len(text),
         "tomllib_loads_ms": best_ms(lambda: tomllib.loads(text), runs),
-        "fasttoml_loads_ms": best_ms(lambda: fasttoml.loads(text), runs),
         "ipaddress_text_ms": best_ms(lambda: [str(ipaddress.IPv6Address(p)) for p in packed], runs),
-        "fastip_ipv6_text_ms": best_ms(lambda: [fastip.ipv6_text(p) for p in packed], runs),
     }
 
 

@@ -27,45 +27,6 @@ def _without_rtnl() -> None:
     rtnl.RouteSocket = PyrouteSocket  # type: ignore[misc,assignment]
 
 
-def _without_fasttoml() -> None:
-    """The whole file through tomllib."""
-    import tomllib
-
-    from bmx7_wg.config import fasttoml
-
-    fasttoml.loads = tomllib.loads
-
-
-def _without_fastip() -> None:
-    """Canonical addresses and networks decided by ipaddress objects."""
-    import ipaddress
-    from functools import lru_cache
-
-    from bmx7_wg.base import fastip
-
-    @lru_cache(maxsize=fastip._CACHE_SIZE)
-    def canonical_network(text: str) -> tuple[int, int, int] | None:
-        try:
-            net = ipaddress.ip_network(text)
-        except ValueError:
-            return None
-        if str(net) != text or ("." in text and ":" in text):
-            return None
-        return net.version, net.prefixlen, int(net.network_address)
-
-    @lru_cache(maxsize=fastip._CACHE_SIZE)
-    def canonical_address(text: str) -> int | None:
-        try:
-            ip = ipaddress.ip_address(text)
-        except ValueError:
-            return None
-        return ip.version if str(ip) == text and not ("." in text and ":" in text) else None
-
-    # Before any module of bmx7-wg imports them by name.
-    fastip.canonical_network = canonical_network
-    fastip.canonical_address = canonical_address
-
-
 def _without_libcrypto() -> None:
     """Public keys by `cryptography`."""
     from bmx7_wg import keys
@@ -76,8 +37,6 @@ def _without_libcrypto() -> None:
 WITHOUT: dict[str, tuple[str, Callable[[], None]]] = {
     # name: (the module the replacement goes into, the replacement)
     "rtnl": ("bmx7_wg.net.rtnl", _without_rtnl),
-    "fasttoml": ("bmx7_wg.config.fasttoml", _without_fasttoml),
-    "fastip": ("bmx7_wg.base.fastip", _without_fastip),
     "libcrypto": ("bmx7_wg.keys", _without_libcrypto),
 }
 

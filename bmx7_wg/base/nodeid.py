@@ -6,7 +6,7 @@ import functools
 import ipaddress
 import re
 
-from bmx7_wg.base.fastip import ipv6_text
+from bmx7_wg.base.iptext import ipv6_text
 
 NODE_ID_RE = re.compile(r"\A[0-9A-Fa-f]{56}\Z")  # \Z: "$" would accept a trailing newline
 TUNNEL_PREFIX = 0xFD77  # the wg_tun plugin's tunnel prefix, fd77::/16

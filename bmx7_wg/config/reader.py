@@ -22,10 +22,9 @@ from datetime import date, datetime, time
 from typing import Any
 
 from bmx7_wg.base.dnsname import domain_problem
-from bmx7_wg.base.fastip import canonical_address, canonical_network, ipv6_zone
+from bmx7_wg.base.iptext import canonical_address, canonical_network, ipv6_zone
 from bmx7_wg.base.nodeid import NODE_ID_RE
 from bmx7_wg.base.smsname import sms_name_problem
-from bmx7_wg.config import fasttoml
 from bmx7_wg.config.model import (
     DEFAULT_GRACE,
     DEFAULT_HOSTS_FILE,
@@ -157,7 +156,7 @@ def parse(text: str, path: str, *, state_dir: str = DEFAULT_STATE_DIR) -> Config
     if too_large is not None:
         raise ConfigError([too_large])
     try:
-        document = fasttoml.loads(text)
+        document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([_syntax_error(str(exc), text, path)]) from None
     except ValueError:

@@ -26,7 +26,7 @@ import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from bmx7_wg.base.fastip import ipv6_zone
+from bmx7_wg.base.iptext import ipv6_zone
 from bmx7_wg.errors import Bmx7WgError
 from bmx7_wg.keys import decode_key
 from bmx7_wg.mesh.escape import escape

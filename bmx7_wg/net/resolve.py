@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from bmx7_wg.base.fastip import canonical_address
+from bmx7_wg.base.iptext import canonical_address
 
 log = logging.getLogger(__name__)
 

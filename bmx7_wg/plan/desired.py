@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-from bmx7_wg.base.fastip import Network, canonical_network
+from bmx7_wg.base.iptext import Network, canonical_network
 from bmx7_wg.config.model import Config, InterfaceConfig, PeerConfig
 from bmx7_wg.keys import PresharedKey, PrivateKey
 from bmx7_wg.plan.state import (

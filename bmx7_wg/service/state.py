@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, TextIO
 
-from bmx7_wg.base.fastip import canonical_network
+from bmx7_wg.base.iptext import canonical_network
 from bmx7_wg.base.nodeid import NODE_ID_RE
 from bmx7_wg.keys import decode_key
 from bmx7_wg.lock import is_private, private_directory

@@ -74,7 +74,7 @@ allowed_ips = ["10.9.0.0/24", "fe80::%eth0/64"]
 
 
 def test_a_zone_in_a_mesh_announcement_is_refused() -> None:
-    # The same rule (base.fastip.ipv6_zone) keeps the mesh from bringing one in.
+    # The same rule (base.iptext.ipv6_zone) keeps the mesh from bringing one in.
     payload = f"bmx7-wg 1\nkey {KEY_A}\nport 51820\nnet fe80::%eth0/64\n".encode()
     with pytest.raises(AnnouncementError, match="has an IPv6 zone"):
         parse_announcement(payload)

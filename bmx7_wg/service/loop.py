@@ -8,9 +8,11 @@ periodic full reconcile as a safety net. Between events it sleeps in poll(); eve
 is its own (service/schedule.py), so a pending grace period or retry never delays an
 event. Stopping leaves the tunnels as they are; `bmx7-wg down` tears them down.
 
-This module is the loop and the work; the decisions are pure modules beside it: which
-event sets which timer (service/wakeups.py), what the due timers ask (service/due.py),
-what is said once and the status line (service/report.py).
+This module is the start-up, the shutdown and the work; the poll loop that wakes it (the
+signals, the event file descriptors, the resolver's wake-ups) is service/eventloop.py, and
+the decisions are pure modules beside it: which event sets which timer
+(service/wakeups.py), what the due timers ask (service/due.py), what is said once and the
+status line (service/report.py).
 
 A configuration file that is missing or empty (as while it is being rewritten) never
 takes tunnels down: the configuration in force stays, with a warning, until a valid file
@@ -21,8 +23,6 @@ from __future__ import annotations
 
 import logging
 import os
-import select
-import signal
 import time
 from collections.abc import Mapping
 
@@ -43,6 +43,7 @@ from bmx7_wg.plan.planner import link_plan
 from bmx7_wg.plan.state import DesiredState, ObservedState, Peer
 from bmx7_wg.service import events, hostnames
 from bmx7_wg.service.due import ConfirmWait, Due
+from bmx7_wg.service.eventloop import EventLoop
 from bmx7_wg.service.incremental import MeshTracker
 from bmx7_wg.service.metricsfile import METRICS_INTERVAL, MetricsFile
 from bmx7_wg.service.notify import Notifier
@@ -80,7 +81,8 @@ _PROBE_REASONS = {
 
 class Service:
     """The work: reloads, full reconciles and steps, in the order the due timers ask
-    (service/due.py), woken by what service/wakeups.py says an event means; what it
+    (service/due.py), woken by the event loop (service/eventloop.py) through what
+    service/wakeups.py says an event means; what it
     logs and remembers is service/report.py's, service/state.py's and
     service/metricsfile.py's."""
 
@@ -122,51 +124,36 @@ class Service:
         self.names = hostnames.MeshNames(config)  # the mesh peers' names in the hosts file
         self.config_problem: str | None = None  # why the file on disk is not in force
         self.metrics_file = MetricsFile()
-        self._stop = self._sighup = False
-        self._signal_r, self._signal_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.loop = EventLoop()
         # Endpoint names are looked up on threads; an answer that changes wakes the loop.
-        self._resolved_r, self._resolved_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self.resolver = Resolver(on_change=self._on_resolved)
+        self.resolver = Resolver(on_change=self.loop.wake_resolved)
 
-    # -- the loop ------------------------------------------------------------------
+    # -- start, the events, the due timers ------------------------------------------
 
     def serve(self) -> int:
-        signal.set_wakeup_fd(self._signal_w)
-        for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self._on_signal)
-        self._watch()
-        self._restore_mesh_memory()
-        self.resolver.request(self._endpoint_hosts())
-        self.resolver.wait(START_RESOLVE_WAIT)
-        self.reconcile(["service start"])
-        events.emit(logging.INFO, f"bmx7-wg started: {self.status_line()}", events.SERVICE_STARTED)
-        self.notifier.ready(self.status_line())
-        if self.notifier.watchdog_interval:
-            self.schedule.at(WATCHDOG, time.monotonic(), "watchdog")
-        self._arm_probe()
-        poller = select.poll()
-        for fd in (self._signal_r, self.inotify.fd, self.link_events.fd, self._resolved_r):
-            poller.register(fd, select.POLLIN)
-        while True:
-            for fd, _ in poller.poll(self.schedule.timeout_ms()):
-                if fd == self._signal_r:
-                    _drain(self._signal_r)
-                elif fd == self.inotify.fd:
-                    self._on_file_events()
-                elif fd == self.link_events.fd:
-                    self._on_link_events()
-                elif fd == self._resolved_r:
-                    _drain(self._resolved_r)
-                    self._set(RESOLVED)
-            if self._stop:
-                break
-            if self._sighup:
-                self._sighup = False
-                self._set(SIGHUP)
-            self._run_due()
-        self._save_mesh_memory(force=True)
-        self.notifier.stopping()
-        log.info("bmx7-wg stopping; tunnels stay up (bmx7-wg down removes them)")
+        # Caught from the start: a SIGTERM during the first reconcile stops the loop at
+        # once, and one during the shutdown lets it finish.
+        with self.loop.signals():
+            self._watch()
+            self._restore_mesh_memory()
+            self.resolver.request(self._endpoint_hosts())
+            self.resolver.wait(START_RESOLVE_WAIT)
+            self.reconcile(["service start"])
+            events.emit(logging.INFO, f"bmx7-wg started: {self.status_line()}", events.SERVICE_STARTED)
+            self.notifier.ready(self.status_line())
+            if self.notifier.watchdog_interval:
+                self.schedule.at(WATCHDOG, time.monotonic(), "watchdog")
+            self._arm_probe()
+            self.loop.run(
+                self.schedule.timeout_ms,
+                self._run_due,
+                sources={self.inotify.fd: self._on_file_events, self.link_events.fd: self._on_link_events},
+                on_resolved=lambda: self._set(RESOLVED),
+                on_sighup=lambda: self._set(SIGHUP),
+            )
+            self._save_mesh_memory(force=True)
+            self.notifier.stopping()
+            log.info("bmx7-wg stopping; tunnels stay up (bmx7-wg down removes them)")
         return 0
 
     def _set(self, timer: Timer) -> None:
@@ -202,19 +189,6 @@ class Service:
             self.reconcile(reasons, read_all=work.read_all)
         if asks.reload:
             self.notifier.send("READY=1", f"STATUS={self.status_line()}")
-
-    def _on_signal(self, signum: int, frame: object) -> None:
-        if signum == signal.SIGHUP:
-            self._sighup = True
-        else:
-            self._stop = True
-
-    def _on_resolved(self) -> None:
-        # Called on a resolver thread: only wake the loop.
-        try:
-            os.write(self._resolved_w, b"r")
-        except BlockingIOError:
-            pass  # the loop has not read the last wake-up yet: one is enough
 
     def _watched(self) -> Watched:
         return Watched.of(self.config_path, self.config, self.trust_dir)
@@ -563,20 +537,11 @@ class Service:
         self.system.close()
         self.inotify.close()
         self.link_events.close()
-        for fd in (self._signal_r, self._signal_w, self._resolved_r, self._resolved_w):
-            os.close(fd)
+        self.loop.close()
 
 
 _UNREAD = ObservedState({})  # Service.observed while a reconcile has not read the state yet
 LINKS_CHANGED = "a managed interface changed outside bmx7-wg"
-
-
-def _drain(fd: int) -> None:
-    try:
-        while os.read(fd, 64):
-            pass
-    except BlockingIOError:
-        pass
 
 
 def _grace_of(config: Config) -> float:

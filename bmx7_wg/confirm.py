@@ -39,6 +39,7 @@ from bmx7_wg.plan.actions import Action
 from bmx7_wg.plan.execute import Failure
 from bmx7_wg.plan.planner import plan_rollback
 from bmx7_wg.plan.state import DesiredState, Implementation
+from bmx7_wg.service.eventloop import drain
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +115,7 @@ class Waiter:
             timeout = min(left, POLL) if fresh_handshake is not None else left
             for fd, events in poller.poll(int(timeout * 1000) + 1):
                 if fd == self._r:
-                    _drain(self._r)
+                    drain(self._r)
                 elif _input_closed(fd, events):
                     self._tty_closed = os.isatty(fd) or bool(events & select.POLLHUP and terminal_was_tty)
                     return False, "the terminal went away (its input was closed)"
@@ -156,14 +157,6 @@ def _input_closed(fd: int, events: int) -> bool:
         return False
     except OSError as exc:
         return exc.errno in (errno.EIO, errno.EBADF)
-
-
-def _drain(fd: int) -> None:
-    try:
-        while os.read(fd, 64):
-            pass
-    except BlockingIOError:
-        pass
 
 
 def apply_confirmed(

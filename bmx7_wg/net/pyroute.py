@@ -131,12 +131,8 @@ class PyrouteSocket:
         scope: int,
         route_type: int,
     ) -> None:
-        self._call(
-            lambda: self._ipr.route(
-                "add", family=family, table=table, dst=socket.inet_ntop(family, dst), dst_len=dst_len,
-                oif=oif, proto=protocol, scope=scope, type=route_type,
-            )
-        )
+        request = _route_request(family, table, dst, dst_len, oif, protocol, scope)
+        self._call(lambda: self._ipr.route("add", type=route_type, **request))
 
     def delete_route(
         self,
@@ -149,12 +145,23 @@ class PyrouteSocket:
         protocol: int,
         scope: int,
     ) -> None:
-        self._call(
-            lambda: self._ipr.route(
-                "del", family=family, table=table, dst=socket.inet_ntop(family, dst), dst_len=dst_len,
-                oif=oif, proto=protocol, scope=scope,
-            )
-        )
+        request = _route_request(family, table, dst, dst_len, oif, protocol, scope)
+        self._call(lambda: self._ipr.route("del", **request))
+
+
+def _route_request(
+    family: int, table: int, dst: bytes, dst_len: int, oif: int, protocol: int, scope: int
+) -> dict[str, Any]:
+    """What names a route, in IPRoute.route()'s keywords (the destination as text)."""
+    return {
+        "family": family,
+        "table": table,
+        "dst": socket.inet_ntop(family, dst),
+        "dst_len": dst_len,
+        "oif": oif,
+        "proto": protocol,
+        "scope": scope,
+    }
 
 
 def _link(msg: Any) -> Link:

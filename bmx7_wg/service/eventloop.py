@@ -102,9 +102,9 @@ class EventLoop:
             while True:
                 for fd, _ in self._poller.poll(timeout_ms()):
                     if fd == self._signal_r:
-                        _drain(self._signal_r)
+                        drain(self._signal_r)
                     elif fd == self._resolved_r:
-                        _drain(self._resolved_r)
+                        drain(self._resolved_r)
                         on_resolved()
                     else:
                         sources[fd]()
@@ -122,7 +122,8 @@ class EventLoop:
             os.close(fd)
 
 
-def _drain(fd: int) -> None:
+def drain(fd: int) -> None:
+    """Read a non-blocking wake-up pipe empty: however many wake-ups it holds, one is enough."""
     try:
         while os.read(fd, 64):
             pass

@@ -139,6 +139,9 @@ def wireguard_go(netns: Namespace) -> Iterator[WireguardGo]:
     # `ip netns exec` execs wireguard-go, so this PID is the daemon's own.
     process = subprocess.Popen(["ip", "netns", "exec", netns.name, "wireguard-go", name], env=env)
     try:
+        # wireguard-go sets its tun's MTU (1420) after the link appears and before it opens
+        # its socket: a test that sets the MTU must not race it (as wggo.start waits too).
+        _wait_for(lambda: (WG_SOCKET_DIR / f"{name}.sock").exists(), timeout=10)
         yield WireguardGo(name, process)
     finally:
         if process.poll() is None:

@@ -23,6 +23,7 @@ from bmx7_wg.service.schedule import (
     RETRY,
     Schedule,
 )
+from tests.logs import attached
 
 
 class Clock:
@@ -109,15 +110,8 @@ class Heard(logging.Handler):
 @pytest.fixture
 def heard() -> Iterator[Heard]:
     """What service/due.py logs (the package's logger may not propagate: logsetup)."""
-    logger = logging.getLogger("bmx7_wg.service.due")
-    handler, level = Heard(), logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    try:
+    with attached("bmx7_wg.service.due", Heard()) as handler:
         yield handler
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
 
 
 def test_while_an_apply_confirm_waits_everything_due_waits_and_comes_back_at_its_end(heard: Heard) -> None:

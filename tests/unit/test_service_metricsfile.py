@@ -12,6 +12,7 @@ import pytest
 from bmx7_wg.plan.state import ObservedState
 from bmx7_wg.service import metricsfile
 from bmx7_wg.service.metricsfile import MetricsFile
+from tests.logs import attached
 
 
 class Heard(logging.Handler):
@@ -29,15 +30,8 @@ class Heard(logging.Handler):
 
 @pytest.fixture
 def heard() -> Iterator[Heard]:
-    logger = logging.getLogger("bmx7_wg.service.metricsfile")
-    handler, level = Heard(), logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    try:
+    with attached("bmx7_wg.service.metricsfile", Heard()) as handler:
         yield handler
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
 
 
 def test_a_textfile_that_cannot_be_written_is_said_once_until_it_can(tmp_path: Path, heard: Heard) -> None:

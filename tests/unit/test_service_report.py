@@ -15,6 +15,7 @@ from bmx7_wg.mesh.liveness import Liveness
 from bmx7_wg.plan.state import Device, ObservedInterface, ObservedState, Peer, PeerStats
 from bmx7_wg.service import events
 from bmx7_wg.service.report import RECENT_HANDSHAKE, Report
+from tests.logs import attached
 
 NODE_A = "A" * 56
 NODE_B = "B" * 56
@@ -46,15 +47,8 @@ class Journal(logging.Handler):
 @pytest.fixture
 def journal() -> Iterator[Journal]:
     """The events service/events.py emits (its logger may not propagate: logsetup)."""
-    logger = logging.getLogger("bmx7_wg.service.events")
-    handler, level = Journal(), logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    try:
+    with attached("bmx7_wg.service.events", Journal()) as handler:
         yield handler
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
 
 
 def refused(node_id: str, why: str) -> tuple[str, str]:

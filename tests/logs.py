@@ -23,3 +23,18 @@ def attached(logger_name: str, handler: H) -> Iterator[H]:
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
+
+
+class Heard(logging.Handler):
+    """Keeps every record it hears; `take` hands over (level, message) pairs and forgets them."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def take(self) -> list[tuple[int, str]]:
+        taken, self.records = self.records, []
+        return [(r.levelno, r.getMessage()) for r in taken]

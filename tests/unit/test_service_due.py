@@ -3,7 +3,6 @@ a reload first, or nothing while an `apply --confirm` waits."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 
 import pytest
@@ -23,7 +22,7 @@ from bmx7_wg.service.schedule import (
     RETRY,
     Schedule,
 )
-from tests.logs import attached
+from tests.logs import Heard, attached
 
 
 class Clock:
@@ -98,13 +97,6 @@ def claim(pid: int) -> Pending:
     return Pending(pid=pid, started=1, deadline=0, config="/etc/bmx7-wg.toml")
 
 
-class Heard(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
 
 
 @pytest.fixture

@@ -12,20 +12,7 @@ import pytest
 from bmx7_wg.plan.state import ObservedState
 from bmx7_wg.service import metricsfile
 from bmx7_wg.service.metricsfile import MetricsFile
-from tests.logs import attached
-
-
-class Heard(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-    def take(self) -> list[tuple[int, str]]:
-        taken, self.records = self.records, []
-        return [(r.levelno, r.getMessage()) for r in taken]
+from tests.logs import Heard, attached
 
 
 @pytest.fixture

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field, replace
 from types import FrameType
 
 from bmx7_wg import lock, pending, snapshot
+from bmx7_wg.base.atomicfile import write_atomically
 from bmx7_wg.config import reader
 from bmx7_wg.config.model import Config
 from bmx7_wg.errors import Bmx7WgError, NotConfirmed, RollbackFailed, UsageError
@@ -190,7 +191,7 @@ def apply_confirmed(
         snapshot.save(snap, pending.directory())
         if new_bytes is not None:
             mode = before_config.mode if before_config.data is not None else 0o644
-            snapshot.write_atomically(config_path, new_bytes, mode, before_config.uid, before_config.gid)
+            write_atomically(config_path, new_bytes, mode, before_config.uid, before_config.gid)
         started = time.time()
         applying = True
         with System() as system:

@@ -15,10 +15,10 @@ renamed into place): node_exporter never reads half a file.
 from __future__ import annotations
 
 import bisect
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from bmx7_wg.base.atomicfile import write_atomically
 from bmx7_wg.mesh.escape import escape
 from bmx7_wg.mesh.session import MeshSession
 from bmx7_wg.plan.state import DesiredState, ObservedState, Peer
@@ -167,24 +167,10 @@ def _service(service: ServiceMetrics, family: Callable[[str, str, str], None], o
 
 
 def write_textfile(path: str, text: str) -> None:
-    """Write `text` to `path` atomically (mode 0644: node_exporter runs as its own user).
-    OSError if the directory is missing or not writable."""
-    directory, name = os.path.split(path)
-    # node_exporter reads only *.prom: the temporary file is never read half-written.
-    tmp = os.path.join(directory, f".{name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-    try:
-        data = text.encode()
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fchmod(fd, 0o644)
-    except BaseException:
-        os.close(fd)
-        os.unlink(tmp)
-        raise
-    os.close(fd)
-    os.replace(tmp, path)
+    """Write `text` to `path` atomically (mode 0644: node_exporter runs as its own user;
+    not synced: the file is rewritten every 30 s). OSError if the directory is missing or
+    not writable."""
+    write_atomically(path, text.encode(), 0o644, durable=False)
 
 
 @dataclass(frozen=True)

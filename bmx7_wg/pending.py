@@ -20,6 +20,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from bmx7_wg.base.atomicfile import write_atomically
 from bmx7_wg.errors import ConfirmPending
 
 RUN_DIR = "/run/bmx7-wg"
@@ -128,17 +129,7 @@ def _refusal(holder: Pending) -> str:
 
 
 def write(p: Pending) -> None:
-    _write_file(os.path.join(directory(), "pending"), json.dumps(asdict(p)).encode())
-
-
-def _write_file(path: str, data: bytes) -> None:
-    tmp = f"{path}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    write_atomically(os.path.join(directory(), "pending"), json.dumps(asdict(p)).encode(), 0o600)
 
 
 def read() -> Pending | None:
@@ -175,7 +166,8 @@ def _read_json(path: str) -> dict[str, Any]:
 
 def release(outcome: str, reason: str) -> None:
     """Record how the wait ended and remove the claim (snapshot and all)."""
-    _write_file(last_path(), json.dumps(asdict(Last(os.getpid(), outcome, reason, time.time()))).encode())
+    last = Last(os.getpid(), outcome, reason, time.time())
+    write_atomically(last_path(), json.dumps(asdict(last)).encode(), 0o600)
     shutil.rmtree(directory(), ignore_errors=True)
 
 

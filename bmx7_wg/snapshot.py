@@ -15,6 +15,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from bmx7_wg.base.atomicfile import write_atomically
 from bmx7_wg.errors import StateReadError
 from bmx7_wg.keys import PresharedKey, PrivateKey, decode_key, encode_key
 from bmx7_wg.plan.desired import Publication
@@ -116,25 +117,6 @@ def restore_config(config: ConfigFile) -> bool:
         return True
     write_atomically(config.path, config.data, config.mode, config.uid, config.gid)
     return True
-
-
-def write_atomically(path: str, data: bytes, mode: int, uid: int = -1, gid: int = -1) -> None:
-    directory, name = os.path.split(os.path.abspath(path))
-    # The temporary name does not end in the file's name: a service watching the directory
-    # for the configuration's name sees only the rename.
-    tmp = os.path.join(directory, f".{name}.bmx7-wg-{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fchown(fd, uid, gid)
-        os.fchmod(fd, mode)
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        os.unlink(tmp)
-        raise
-    os.close(fd)
-    os.replace(tmp, path)
 
 
 # -- the files ----------------------------------------------------------------------

@@ -18,6 +18,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -96,6 +97,23 @@ backend = "userspace"
 private_key_file = "{host.key_path}"
 accept_networks = [{accept}]
 """)
+
+
+@contextmanager
+def one_mesh_node(tmp_path: Path) -> Iterator[tuple[Host, FakeBmx7]]:
+    """One host in its namespace, applied with a mesh interface that trusts every node, and
+    the bmx7 stand-in it follows; both gone after the block."""
+    lab = Lab(tmp_path, 1)
+    lab.make_keys()
+    bmx7 = FakeBmx7(tmp_path / "bmx7")
+    try:
+        host = lab.hosts[0]
+        mesh_config(host, bmx7, trust="all", accept="")
+        host.run("apply")
+        yield host, bmx7
+    finally:
+        bmx7.stop()
+        lab.close()
 
 
 def allowed_ips(host: Host) -> dict[str, set[str]]:

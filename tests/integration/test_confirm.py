@@ -20,7 +20,7 @@ from bmx7_wg.service import events
 from tests.conftest import bmx7_wg_command, child_env
 from tests.integration.netns import BACKEND, Host, Lab
 from tests.integration.service import SLOW, Service
-from tests.integration.test_attacks import FakeBmx7, mesh_config
+from tests.integration.test_attacks import FakeBmx7, one_mesh_node
 
 pytestmark = pytest.mark.root
 
@@ -273,17 +273,8 @@ def test_an_apply_without_changes_does_not_wait(lab1: Lab, tmp_path: Path) -> No
 
 @pytest.fixture
 def mesh_node(tmp_path: Path) -> Iterator[tuple[Host, FakeBmx7, Admin]]:
-    lab = Lab(tmp_path, 1)
-    lab.make_keys()
-    bmx7 = FakeBmx7(tmp_path / "bmx7")
-    try:
-        host = lab.hosts[0]
-        mesh_config(host, bmx7, trust="all", accept="")
-        host.run("apply")
+    with one_mesh_node(tmp_path) as (host, bmx7):
         yield host, bmx7, Admin(host, tmp_path / "run")
-    finally:
-        bmx7.stop()
-        lab.close()
 
 
 def test_the_mesh_announcement_goes_back_as_it_was(

@@ -11,25 +11,16 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import bmx7_wg_command, child_env
-from tests.integration.netns import Host, Lab
-from tests.integration.test_attacks import FakeBmx7, mesh_config
+from tests.integration.netns import Host
+from tests.integration.test_attacks import FakeBmx7, one_mesh_node
 
 pytestmark = pytest.mark.root
 
 
 @pytest.fixture
 def mesh_node(tmp_path: Path) -> Iterator[tuple[Host, FakeBmx7]]:
-    lab = Lab(tmp_path, 1)
-    lab.make_keys()
-    bmx7 = FakeBmx7(tmp_path / "bmx7")
-    try:
-        host = lab.hosts[0]
-        mesh_config(host, bmx7, trust="all", accept="")
-        host.run("apply")
-        yield host, bmx7
-    finally:
-        bmx7.stop()
-        lab.close()
+    with one_mesh_node(tmp_path) as node:
+        yield node
 
 
 def test_down_check_shows_the_plan_and_changes_nothing(mesh_node: tuple[Host, FakeBmx7]) -> None:

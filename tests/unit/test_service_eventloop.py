@@ -60,6 +60,18 @@ def kill_self(sig: int) -> Callable[[], None]:
     return lambda: os.kill(os.getpid(), sig)
 
 
+def run_until_stopped(loop: EventLoop) -> None:
+    """Run the loop where nothing but a stop may happen: any work, resolved name or SIGHUP
+    fails the test, and no timeout ends the wait."""
+    loop.run(
+        lambda: FOREVER,
+        unexpected("after_wakeup"),
+        sources={},
+        on_resolved=unexpected("on_resolved"),
+        on_sighup=unexpected("on_sighup"),
+    )
+
+
 def unexpected(what: str) -> Callable[[], None]:
     def called() -> None:
         raise AssertionError(f"{what} called")
@@ -92,13 +104,7 @@ def test_sighup_calls_its_handler_once_and_the_loop_goes_on(loop: EventLoop) -> 
 def test_sigterm_or_sigint_makes_run_return_without_work(loop: EventLoop, sig: int) -> None:
     later(kill_self(sig))
     started = time.monotonic()
-    loop.run(
-        lambda: FOREVER,
-        unexpected("after_wakeup"),
-        sources={},
-        on_resolved=unexpected("on_resolved"),
-        on_sighup=unexpected("on_sighup"),
-    )
+    run_until_stopped(loop)
     assert time.monotonic() - started < 10
 
 
@@ -108,13 +114,7 @@ def test_a_stop_during_the_start_up_ends_the_first_poll(loop: EventLoop) -> None
     with loop.signals():
         os.kill(os.getpid(), signal.SIGTERM)
         started = time.monotonic()
-        loop.run(
-            lambda: FOREVER,
-            unexpected("after_wakeup"),
-            sources={},
-            on_resolved=unexpected("on_resolved"),
-            on_sighup=unexpected("on_sighup"),
-        )
+        run_until_stopped(loop)
         assert time.monotonic() - started < 10
 
 
@@ -220,13 +220,7 @@ def test_run_puts_the_previous_handlers_and_wakeup_fd_back(loop: EventLoop) -> N
             signal.signal(sig, previous)
         signal.set_wakeup_fd(w)
         later(kill_self(signal.SIGTERM))
-        loop.run(
-            lambda: FOREVER,
-            unexpected("after_wakeup"),
-            sources={},
-            on_resolved=unexpected("on_resolved"),
-            on_sighup=unexpected("on_sighup"),
-        )
+        run_until_stopped(loop)
         assert all(signal.getsignal(s) is previous for s in SIGNALS)
         assert current_wakeup_fd() == w
     finally:
@@ -241,13 +235,7 @@ def test_inside_signals_the_handlers_stay_until_the_block_ends(loop: EventLoop) 
     before = signal.getsignal(signal.SIGTERM)
     with loop.signals():
         later(kill_self(signal.SIGTERM))
-        loop.run(
-            lambda: FOREVER,
-            unexpected("after_wakeup"),
-            sources={},
-            on_resolved=unexpected("on_resolved"),
-            on_sighup=unexpected("on_sighup"),
-        )
+        run_until_stopped(loop)
         held = signal.getsignal(signal.SIGTERM)
         assert held is not before
         os.kill(os.getpid(), signal.SIGTERM)  # with the default handler, pytest would die here

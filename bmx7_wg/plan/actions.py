@@ -32,10 +32,14 @@ class Action:
         """What this action changes, in words ("wg0 route 10.9.1.0/24")."""
         return f"{self.interface} {self.kind.split('_', 1)[-1].replace('_', ' ')}"
 
+    # False for actions outside the interface (bmx7's files, the hosts file): they are
+    # tried whatever failed on the interface.
+    needs_interface: ClassVar[bool] = True
+
     @property
     def needs(self) -> tuple[str, ...]:
         """Resources that must not have failed for this action to be tried."""
-        return (self.interface,)
+        return (self.interface,) if self.needs_interface else ()
 
     def to_json(self) -> dict[str, Any]:
         return {"interface": self.interface, "action": self.kind, **self.details()}
@@ -87,14 +91,12 @@ class AdoptLink(Action):
 class DeleteLink(Action):
     reason: str = ""
     kind: ClassVar[str] = "delete_link"
+    needs_interface: ClassVar[bool] = False
 
     @property
     def resource(self) -> str:
         return self.interface
 
-    @property
-    def needs(self) -> tuple[str, ...]:
-        return ()
 
     def details(self) -> dict[str, Any]:
         return {"reason": self.reason} if self.reason else {}
@@ -151,14 +153,12 @@ class CreateKeyFile(Action):
 
     path: str = ""
     kind: ClassVar[str] = "create_key_file"
+    needs_interface: ClassVar[bool] = False
 
     @property
     def resource(self) -> str:
         return f"key file {self.path}"
 
-    @property
-    def needs(self) -> tuple[str, ...]:
-        return ()
 
     def details(self) -> dict[str, Any]:
         return {"path": self.path}
@@ -365,14 +365,12 @@ class RegisterSms(Action):
     runtime_dir: str = ""
     sms: str = ""
     kind: ClassVar[str] = "register_sms"
+    needs_interface: ClassVar[bool] = False
 
     @property
     def resource(self) -> str:
         return f"sms {self.sms} registration"
 
-    @property
-    def needs(self) -> tuple[str, ...]:
-        return ()
 
     def details(self) -> dict[str, Any]:
         return {"sms": self.sms}
@@ -385,14 +383,12 @@ class WriteHostNames(Action):
     path: str = ""
     lines: tuple[str, ...] = ()
     kind: ClassVar[str] = "write_host_names"
+    needs_interface: ClassVar[bool] = False  # names are written for the peers there are, whatever else failed
 
     @property
     def resource(self) -> str:
         return f"hosts file {self.path}"
 
-    @property
-    def needs(self) -> tuple[str, ...]:
-        return ()  # names are written for the peers there are, whatever else failed
 
     @property
     def name_count(self) -> int:
@@ -418,14 +414,12 @@ class WithdrawAnnouncement(Action):
     runtime_dir: str = ""
     sms: str = ""
     kind: ClassVar[str] = "withdraw_announcement"
+    needs_interface: ClassVar[bool] = False
 
     @property
     def resource(self) -> str:
         return f"sms {self.sms}"
 
-    @property
-    def needs(self) -> tuple[str, ...]:
-        return ()
 
     def details(self) -> dict[str, Any]:
         return {"sms": self.sms}
@@ -438,14 +432,12 @@ class UnregisterSms(Action):
     runtime_dir: str = ""
     sms: str = ""
     kind: ClassVar[str] = "unregister_sms"
+    needs_interface: ClassVar[bool] = False
 
     @property
     def resource(self) -> str:
         return f"sms {self.sms} registration"
 
-    @property
-    def needs(self) -> tuple[str, ...]:
-        return ()
 
     def details(self) -> dict[str, Any]:
         return {"sms": self.sms}
